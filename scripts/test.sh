@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone on Debian. Installs what the tests need that cargo
+# does not fetch itself (librouteros from PyPI, Debian's crowdsec package unpacked under target/),
+# then runs every test in the workspace. Nothing is skipped: a missing dependency fails a test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! python3 -c 'import librouteros' 2>/dev/null; then
+    PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check 'librouteros==4.2.2'
+fi
+scripts/install-crowdsec.sh >/dev/null
+
+cargo test --workspace --locked "$@"
