@@ -9,3 +9,5 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod http;
+pub mod metrics;
