@@ -1,0 +1,144 @@
+//! `routeros-sim`: the emulator as a process, for tools that are not Rust (librouteros, the demo).
+//!
+//! ```text
+//! routeros-sim --listen 127.0.0.1:PORT --user NAME --password PASS [--version 7.20.1]
+//!              [--tls] [--tls-cert-out FILE] [--per-write-ms N] [--latency-ms N]
+//!              [--identity NAME] [--arch NAME] [--max-sessions N]
+//! ```
+//!
+//! Prints `tls sha256 fingerprint HEX` (with `--tls`) and then `listening on ADDR` when ready;
+//! exits 0 on SIGTERM or SIGINT. Bad flags exit 64 (`EX_USAGE`).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use routeros_sim::{Sim, SimConfig, TlsIdentity, User};
+use tokio::net::TcpListener;
+
+const USAGE: &str = "usage: routeros-sim --listen ADDR [--user NAME] [--password PASS] \
+[--version V] [--tls] [--tls-cert-out FILE] [--per-write-ms N] [--latency-ms N] \
+[--identity NAME] [--arch NAME] [--max-sessions N]";
+
+/// Flags as typed.
+struct Args {
+    listen: String,
+    config: SimConfig,
+    tls: bool,
+    cert_out: Option<String>,
+}
+
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut config = SimConfig::default();
+    let (mut listen, mut user, mut password) = (None, "admin".to_owned(), String::new());
+    let (mut tls, mut cert_out) = (false, None);
+    let ms = |v: String, flag: &str| -> Result<Duration, String> {
+        v.parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("{flag}: expected milliseconds, got {v:?}"))
+    };
+    while let Some(flag) = it.next() {
+        if flag == "--tls" {
+            tls = true;
+            continue;
+        }
+        if flag == "-h" || flag == "--help" {
+            return Err(USAGE.to_owned());
+        }
+        let value = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        match flag.as_str() {
+            "--listen" => listen = Some(value),
+            "--user" => user = value,
+            "--password" => password = value,
+            "--version" => config.version = value,
+            "--identity" => config.identity = value,
+            "--arch" => config.architecture = value,
+            "--tls-cert-out" => cert_out = Some(value),
+            "--per-write-ms" => config.cost.per_write = ms(value, &flag)?,
+            "--latency-ms" => config.cost.latency = ms(value, &flag)?,
+            "--max-sessions" => {
+                config.max_sessions = value
+                    .parse()
+                    .map_err(|_| format!("--max-sessions: expected a number, got {value:?}"))?;
+            }
+            other => return Err(format!("unknown flag {other}\n{USAGE}")),
+        }
+    }
+    let listen = listen.ok_or_else(|| format!("--listen is required\n{USAGE}"))?;
+    config.users = vec![User::new(&user, &password)];
+    Ok(Args {
+        listen,
+        config,
+        tls,
+        cert_out,
+    })
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(64);
+        }
+    };
+    match serve(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("routeros-sim: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> std::io::Result<()> {
+    let listener = TcpListener::bind(&args.listen).await?;
+    let addr = listener.local_addr()?;
+    let sim = Sim::new(args.config);
+    let identity = if args.tls {
+        let id = TlsIdentity::generate()?;
+        if let Some(path) = &args.cert_out {
+            std::fs::write(path, &id.cert_pem)?;
+        }
+        println!(
+            "tls sha256 fingerprint {}",
+            hex::encode(id.fingerprint_sha256()?)
+        );
+        Some(id)
+    } else {
+        None
+    };
+    println!("listening on {addr}");
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    match identity {
+        Some(id) => sim.run_tls(listener, &id, shutdown_signal()).await,
+        None => sim.run(listener, shutdown_signal()).await,
+    }
+}
+
+/// Completes on SIGTERM or SIGINT (style.md #8).
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,98 @@
+//! The sim's clock: monotonic time since the sim was created, plus a manual offset.
+//!
+//! By default it follows real (tokio) time, so timeouts count down as on a router, and tests add
+//! jumps with [`SimClock::advance`] instead of sleeping. In [`ClockMode::Manual`] it moves only
+//! when advanced, which makes printed timeouts exact. Under `tokio::time::pause()` the
+//! real-time mode follows tokio's paused clock.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+/// How the clock moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClockMode {
+    /// Real (tokio) monotonic time plus manual advances.
+    #[default]
+    Realtime,
+    /// Only manual advances.
+    Manual,
+}
+
+/// A cheap, cloneable handle on the sim clock.
+#[derive(Debug, Clone)]
+pub struct SimClock {
+    inner: Arc<ClockInner>,
+}
+
+#[derive(Debug)]
+struct ClockInner {
+    mode: ClockMode,
+    start: Instant,
+    wall_start: SystemTime,
+    offset: Mutex<Duration>,
+}
+
+impl SimClock {
+    /// A clock starting now.
+    pub fn new(mode: ClockMode) -> Self {
+        Self {
+            inner: Arc::new(ClockInner {
+                mode,
+                start: Instant::now(),
+                wall_start: SystemTime::now(),
+                offset: Mutex::new(Duration::ZERO),
+            }),
+        }
+    }
+
+    /// Time since the clock was created (sim time). Never goes backwards.
+    pub fn now(&self) -> Duration {
+        let offset = *lock(&self.inner.offset);
+        match self.inner.mode {
+            ClockMode::Realtime => self.inner.start.elapsed() + offset,
+            ClockMode::Manual => offset,
+        }
+    }
+
+    /// Moves sim time forward by `by`: timeouts run down and expired entries vanish.
+    pub fn advance(&self, by: Duration) {
+        *lock(&self.inner.offset) += by;
+    }
+
+    /// The mode the clock was created with.
+    pub fn mode(&self) -> ClockMode {
+        self.inner.mode
+    }
+
+    /// Wall-clock time matching sim time `at` (for `creation-time`).
+    pub fn wall(&self, at: Duration) -> SystemTime {
+        self.inner.wall_start + at
+    }
+}
+
+/// Locks a std mutex, recovering from poisoning: sim state stays usable after a panicking test.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manual_clock_moves_only_when_advanced() {
+        let c = SimClock::new(ClockMode::Manual);
+        assert_eq!(c.now(), Duration::ZERO);
+        c.advance(Duration::from_secs(5));
+        assert_eq!(c.now(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn realtime_clock_adds_offset() {
+        let c = SimClock::new(ClockMode::Realtime);
+        c.advance(Duration::from_secs(3600));
+        assert!(c.now() >= Duration::from_secs(3600));
+    }
+}

@@ -1,0 +1,94 @@
+//! `/system/script` and `/file`: modelled only far enough to count persistent (flash) writes.
+//! csrb bulk-adds through temporary scripts (`routeros-api.md` §11); each one is a config write.
+
+use routeros_proto::{Request, category};
+
+use super::print::{PrintOpts, one_shot};
+use super::{Outcome, Replier, Trap, attr, check_params, ids};
+use crate::query::Props;
+use crate::sim::Shared;
+use crate::state::{Script, format_id};
+
+pub(crate) fn script(
+    shared: &Shared,
+    verb: &str,
+    req: &Request,
+    r: &Replier,
+) -> Result<Outcome, Trap> {
+    match verb {
+        "add" => {
+            check_params(
+                req,
+                &[
+                    "name",
+                    "source",
+                    "policy",
+                    "comment",
+                    "dont-require-permissions",
+                ],
+            )?;
+            let source = attr(req, "source").unwrap_or_default();
+            let id = shared.with_state(|s| {
+                let id = s.alloc_id();
+                let name = attr(req, "name").unwrap_or_else(|| format!("script{id}"));
+                s.scripts.push(Script { id, name, source });
+                s.persistent_writes += 1;
+                id
+            });
+            Ok(Outcome::Reply(vec![r.done_ret(&format_id(id))]))
+        }
+        "remove" => {
+            check_params(req, &[".id", "numbers"])?;
+            let ids = ids(req)?;
+            shared.with_state(|s| {
+                if ids.iter().any(|id| !s.scripts.iter().any(|x| x.id == *id)) {
+                    return Err(Trap::no_such_item());
+                }
+                s.scripts.retain(|x| !ids.contains(&x.id));
+                s.persistent_writes += 1;
+                Ok(())
+            })?;
+            Ok(Outcome::Reply(vec![r.done()]))
+        }
+        "print" | "getall" => {
+            let opts = PrintOpts::parse(req)?;
+            let items: Vec<Props> = shared.with_state(|s| {
+                s.scripts
+                    .iter()
+                    .map(|x| {
+                        vec![
+                            (".id".into(), format_id(x.id)),
+                            ("name".into(), x.name.clone()),
+                            ("source".into(), x.source.clone()),
+                        ]
+                    })
+                    .collect()
+            });
+            Ok(Outcome::Reply(one_shot(shared, &opts, &items, r)))
+        }
+        _ => Err(Trap::new(Some(category::MISSING_ITEM), "no such command")),
+    }
+}
+
+pub(crate) fn file(
+    shared: &Shared,
+    verb: &str,
+    req: &Request,
+    r: &Replier,
+) -> Result<Outcome, Trap> {
+    match verb {
+        "add" => {
+            check_params(req, &["name", "contents", "type"])?;
+            let id = shared.with_state(|s| {
+                s.persistent_writes += 1;
+                s.alloc_id()
+            });
+            Ok(Outcome::Reply(vec![r.done_ret(&format_id(id))]))
+        }
+        "print" | "getall" => {
+            let opts = PrintOpts::parse(req)?;
+            Ok(Outcome::Reply(one_shot(shared, &opts, &[], r)))
+        }
+        _ => Err(Trap::new(Some(category::MISSING_ITEM), "no such command")),
+    }
+}

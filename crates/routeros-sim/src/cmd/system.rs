@@ -1,0 +1,61 @@
+//! `/system/resource/print` and `/system/identity/print` (single-item menus without `.id`).
+
+use routeros_proto::{Request, category};
+
+use super::print::{PrintOpts, one_shot};
+use super::{Outcome, Replier, Trap};
+use crate::query::Props;
+use crate::sim::Shared;
+use crate::timefmt;
+
+pub(crate) fn resource(
+    shared: &Shared,
+    verb: &str,
+    req: &Request,
+    r: &Replier,
+) -> Result<Outcome, Trap> {
+    if !matches!(verb, "print" | "getall") {
+        return Err(Trap::new(Some(category::MISSING_ITEM), "no such command"));
+    }
+    let opts = PrintOpts::parse(req)?;
+    let cfg = &shared.config;
+    let uptime = shared.uptime();
+    let uptime = if shared.version.v7_durations() {
+        timefmt::format_v7(uptime)
+    } else {
+        timefmt::format_v6(uptime)
+    };
+    let p = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    let item: Props = vec![
+        p("uptime", &uptime),
+        p("version", &format!("{} (stable)", cfg.version)),
+        p("build-time", "2025-01-01 00:00:00"),
+        p("factory-software", "7.0"),
+        p("free-memory", "805306368"),
+        p("total-memory", "1073741824"),
+        p("cpu", "ARM64"),
+        p("cpu-count", "4"),
+        p("cpu-frequency", "1400"),
+        p("cpu-load", "1"),
+        p("free-hdd-space", "872415232"),
+        p("total-hdd-space", "1073741824"),
+        p("architecture-name", &cfg.architecture),
+        p("board-name", &cfg.board_name),
+        p("platform", "MikroTik"),
+    ];
+    Ok(Outcome::Reply(one_shot(shared, &opts, &[item], r)))
+}
+
+pub(crate) fn identity(
+    shared: &Shared,
+    verb: &str,
+    req: &Request,
+    r: &Replier,
+) -> Result<Outcome, Trap> {
+    if !matches!(verb, "print" | "getall") {
+        return Err(Trap::new(Some(category::MISSING_ITEM), "no such command"));
+    }
+    let opts = PrintOpts::parse(req)?;
+    let item: Props = vec![("name".to_owned(), shared.config.identity.clone())];
+    Ok(Outcome::Reply(one_shot(shared, &opts, &[item], r)))
+}

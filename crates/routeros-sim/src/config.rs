@@ -1,0 +1,212 @@
+//! Configuration of a [`Sim`](crate::Sim): users, modelled version, cost model, limits.
+
+use std::time::Duration;
+
+use crate::clock::ClockMode;
+use crate::tls::TlsIdentity;
+
+/// Everything a sim is built from. `Default` is an `admin` user with an empty password on
+/// RouterOS `7.20.1`, identity `MikroTik`, architecture `arm64`, no cost, no transcript.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// API users. Login checks name and password; policies gate commands.
+    pub users: Vec<User>,
+    /// Modelled RouterOS version, e.g. `7.20.1`. `!empty` is sent iff ≥ 7.18
+    /// (`routeros-api.md` §3); the legacy challenge login is used iff < 6.43 (§4); durations print
+    /// in v6 form below 7.
+    pub version: String,
+    /// `/system/identity` `name`.
+    pub identity: String,
+    /// `/system/resource` `architecture-name`.
+    pub architecture: String,
+    /// `/system/resource` `board-name`.
+    pub board_name: String,
+    /// Processing cost per write command and per-connection latency.
+    pub cost: CostModel,
+    /// Record every sentence in and out ([`Sim::transcript`](crate::Sim::transcript)).
+    pub record_transcript: bool,
+    /// Refuse commands the logged-in user's policies do not allow (`not enough permissions (9)`).
+    pub enforce_policies: bool,
+    /// Concurrent API sessions; more are accepted and closed at once. RouterOS `/ip service`
+    /// `max-sessions` defaults to 20 (§5); the over-limit behaviour is **unverified**.
+    pub max_sessions: usize,
+    /// Commands answered `not logged in` before the sim sends `!fatal` and closes. The real
+    /// limit is undocumented (§1 "limited before login"): **unverified**.
+    pub max_commands_before_login: u32,
+    /// Delay between the `!done` of a failed login and closing the socket. The router's socket
+    /// state after a failed login is **unverified** (§4).
+    pub bad_login_close_delay: Duration,
+    /// Decoder limits for incoming sentences.
+    pub limits: routeros_proto::Limits,
+    /// How the sim clock moves.
+    pub clock: ClockMode,
+    /// Seed for fault injection randomness.
+    pub seed: u64,
+    /// TLS identity for [`Sim::serve_tls`](crate::Sim::serve_tls); generated if `None`.
+    pub tls_identity: Option<TlsIdentity>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            users: vec![User::new("admin", "")],
+            version: "7.20.1".to_owned(),
+            identity: "MikroTik".to_owned(),
+            architecture: "arm64".to_owned(),
+            board_name: "RB5009UG+S+".to_owned(),
+            cost: CostModel::default(),
+            record_transcript: false,
+            enforce_policies: true,
+            max_sessions: 20,
+            max_commands_before_login: 10,
+            bad_login_close_delay: Duration::from_millis(100),
+            limits: routeros_proto::Limits::default(),
+            clock: ClockMode::Realtime,
+            seed: 0x7153,
+            tls_identity: None,
+        }
+    }
+}
+
+impl SimConfig {
+    /// Replaces the users with one user holding every API policy.
+    pub fn with_user(mut self, name: &str, password: &str) -> Self {
+        self.users = vec![User::new(name, password)];
+        self
+    }
+
+    /// Adds a user.
+    pub fn add_user(mut self, user: User) -> Self {
+        self.users.push(user);
+        self
+    }
+
+    /// Sets the modelled RouterOS version.
+    pub fn with_version(mut self, version: &str) -> Self {
+        self.version = version.to_owned();
+        self
+    }
+
+    /// Sets the cost model.
+    pub fn with_cost(mut self, cost: CostModel) -> Self {
+        self.cost = cost;
+        self
+    }
+
+    /// Turns the transcript recorder on.
+    pub fn with_transcript(mut self) -> Self {
+        self.record_transcript = true;
+        self
+    }
+
+    /// Uses a clock that only moves when advanced.
+    pub fn with_manual_clock(mut self) -> Self {
+        self.clock = ClockMode::Manual;
+        self
+    }
+
+    pub(crate) fn parsed_version(&self) -> Version {
+        Version::parse(&self.version)
+    }
+}
+
+/// An API user with its group policies (`api`, `read`, `write`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Login name.
+    pub name: String,
+    /// Password, compared byte for byte.
+    pub password: String,
+    /// Policy names. Default `api,read,write`. `api` is needed to log in over the API.
+    pub policies: Vec<String>,
+}
+
+impl User {
+    /// A user with policies `api,read,write`.
+    pub fn new(name: &str, password: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            password: password.to_owned(),
+            policies: vec!["api".into(), "read".into(), "write".into()],
+        }
+    }
+
+    /// Replaces the policies with a comma-separated list, e.g. `"api,read"`.
+    pub fn with_policies(mut self, policies: &str) -> Self {
+        self.policies = policies
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect();
+        self
+    }
+
+    pub(crate) fn has(&self, policy: &str) -> bool {
+        self.policies.iter().any(|p| p == policy)
+    }
+}
+
+/// Cost of commands, to make benchmarks meaningful.
+///
+/// - `per_write`: processing time of each write command (`add`, `set`, `remove`, ...), serialised
+///   across **all** connections like one router CPU.
+/// - `latency`: each reply batch is written `latency` after its command arrived, without blocking
+///   the reading of later commands: a window-of-one client is latency-bound, a pipelining one
+///   overlaps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CostModel {
+    /// Serialised processing time per write command.
+    pub per_write: Duration,
+    /// Delay from a command's arrival to its reply.
+    pub latency: Duration,
+}
+
+/// A parsed `major.minor.patch` version; missing parts are 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Version(pub u32, pub u32, pub u32);
+
+impl Version {
+    pub(crate) fn parse(text: &str) -> Self {
+        let mut parts = text
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse().unwrap_or(0));
+        Version(
+            parts.next().unwrap_or(0),
+            parts.next().unwrap_or(0),
+            parts.next().unwrap_or(0),
+        )
+    }
+
+    /// `!empty` exists from 7.18 (`routeros-api.md` §3).
+    pub(crate) fn has_empty(self) -> bool {
+        self >= Version(7, 18, 0)
+    }
+
+    /// The challenge login is used before 6.43 (§4).
+    pub(crate) fn legacy_login(self) -> bool {
+        self < Version(6, 43, 0)
+    }
+
+    /// v7 prints `23h59m55s`, v6 `23:59:55` (§7).
+    pub(crate) fn v7_durations(self) -> bool {
+        self >= Version(7, 0, 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_thresholds() {
+        assert!(Version::parse("7.18").has_empty());
+        assert!(Version::parse("7.20.1").has_empty());
+        assert!(!Version::parse("7.16").has_empty());
+        assert!(!Version::parse("7.17.2").has_empty());
+        assert!(Version::parse("6.42.12").legacy_login());
+        assert!(!Version::parse("6.43").legacy_login());
+        assert!(!Version::parse("6.49.10").v7_durations());
+    }
+}

@@ -1,0 +1,512 @@
+//! Accept loop and per-connection tasks.
+//!
+//! ```text
+//!  socket ─read─▶ reader ──Queued──▶ executor ──Out::Batch{at}──▶ writer ─write─▶ socket
+//!                  │  (decode,        (login, policies, cost,      (waits until `at` =
+//!                  │   transcript,     state lock, replies;         arrival + latency,
+//!                  │   drop fault)     spawns follow streams)       honours stall)
+//!                  └─ `/cancel` handled here: flags running commands, replies `!done`
+//! ```
+//!
+//! Commands of one connection execute in arrival order, so pipelined writes apply in order; the
+//! reader never waits for the executor, and the writer sends each reply `latency` after its
+//! command arrived, so pipelining overlaps latency. `per_write` is a global CPU lock.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use routeros_proto::{Decoder, Request, Sentence};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tracing::debug;
+
+use crate::clock::lock;
+use crate::cmd::{self, Outcome, Replier, Session, Trap};
+use crate::sim::{Direction, Shared, Sim};
+use crate::tls::TlsIdentity;
+
+/// A sim serving on a socket, started by [`Sim::serve`] or [`Sim::serve_tls`]. Dropping it stops
+/// the accept loop and drops its connections.
+#[derive(Debug)]
+pub struct RunningSim {
+    addr: SocketAddr,
+    sim: Sim,
+    tls: Option<TlsIdentity>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl RunningSim {
+    /// The bound address (use `127.0.0.1:0` to get a free port).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The sim behind this server.
+    pub fn sim(&self) -> &Sim {
+        &self.sim
+    }
+
+    /// The server certificate, PEM (TLS servers only).
+    pub fn cert_pem(&self) -> Option<String> {
+        self.tls.as_ref().map(|t| t.cert_pem.clone())
+    }
+
+    /// The TLS identity (certificate and key), TLS servers only.
+    pub fn tls_identity(&self) -> Option<&TlsIdentity> {
+        self.tls.as_ref()
+    }
+
+    /// SHA-256 of the certificate DER (TLS servers only).
+    pub fn fingerprint_sha256(&self) -> Option<[u8; 32]> {
+        self.tls.as_ref().and_then(|t| t.fingerprint_sha256().ok())
+    }
+
+    /// [`Self::fingerprint_sha256`] as lower-case hex.
+    pub fn fingerprint_hex(&self) -> Option<String> {
+        self.fingerprint_sha256().map(hex::encode)
+    }
+
+    /// Stops accepting, drops every connection and waits for the accept loop to end.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for RunningSim {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Sim {
+    /// Binds `addr` and serves the plain API (port 8728 semantics) on a spawned task.
+    pub async fn serve(&self, addr: &str) -> io::Result<RunningSim> {
+        self.spawn(addr, None).await
+    }
+
+    /// Binds `addr` and serves api-ssl (8729 semantics) with
+    /// [`SimConfig::tls_identity`](crate::SimConfig::tls_identity) or a fresh self-signed
+    /// certificate for `localhost`/`127.0.0.1`.
+    pub async fn serve_tls(&self, addr: &str) -> io::Result<RunningSim> {
+        let identity = match &self.shared.config.tls_identity {
+            Some(id) => id.clone(),
+            None => TlsIdentity::generate()?,
+        };
+        self.spawn(addr, Some(identity)).await
+    }
+
+    async fn spawn(&self, addr: &str, tls: Option<TlsIdentity>) -> io::Result<RunningSim> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let acceptor = tls.as_ref().map(TlsIdentity::acceptor).transpose()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let sim = self.clone();
+        let task = tokio::spawn(async move {
+            sim.run_inner(listener, acceptor, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Ok(RunningSim {
+            addr,
+            sim: self.clone(),
+            tls,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// Serves the plain API on `listener` until `shutdown` completes (mini-redis style), then
+    /// drops every connection. Connections beyond
+    /// [`SimConfig::max_sessions`](crate::SimConfig::max_sessions) are closed at once.
+    pub async fn run(&self, listener: TcpListener, shutdown: impl Future) -> io::Result<()> {
+        self.run_inner(listener, None, shutdown).await
+    }
+
+    /// Like [`Sim::run`], serving api-ssl with `identity`.
+    pub async fn run_tls(
+        &self,
+        listener: TcpListener,
+        identity: &TlsIdentity,
+        shutdown: impl Future,
+    ) -> io::Result<()> {
+        let acceptor = identity.acceptor()?;
+        self.run_inner(listener, Some(acceptor), shutdown).await
+    }
+
+    async fn run_inner(
+        &self,
+        listener: TcpListener,
+        acceptor: Option<TlsAcceptor>,
+        shutdown: impl Future,
+    ) -> io::Result<()> {
+        // Connections watch `stop`: when this function returns (or is aborted), the sender
+        // drops and every connection ends.
+        let (_stop_tx, stop_rx) = watch::channel(());
+        let sessions = Arc::new(Semaphore::new(self.shared.config.max_sessions));
+        tokio::pin!(shutdown);
+        loop {
+            let (sock, peer) = tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                res = listener.accept() => match res {
+                    Ok(x) => x,
+                    Err(err) => {
+                        // EMFILE and friends: back off briefly rather than spin.
+                        debug!(cause = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(permit) = sessions.clone().try_acquire_owned() else {
+                debug!(%peer, "max-sessions reached; closing");
+                continue;
+            };
+            let _ = sock.set_nodelay(true);
+            let shared = self.shared.clone();
+            let stop = stop_rx.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                match acceptor {
+                    None => connection(shared, sock, stop).await,
+                    Some(acc) => {
+                        let hs = tokio::time::timeout(Duration::from_secs(10), acc.accept(sock));
+                        match hs.await {
+                            Ok(Ok(tls)) => connection(shared, tls, stop).await,
+                            Ok(Err(err)) => debug!(%peer, cause = %err, "tls handshake failed"),
+                            Err(_) => debug!(%peer, "tls handshake timed out"),
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// A command waiting for the executor.
+struct Queued {
+    req: Request,
+    seq: u64,
+    arrived: Instant,
+    cancel: watch::Receiver<bool>,
+    /// The drop-after-N fault fires once this command has executed.
+    drop_after: bool,
+}
+
+/// What the writer does.
+enum Out {
+    /// Write these sentences at `at` (arrival + latency) or later.
+    Batch {
+        at: Instant,
+        sentences: Vec<Sentence>,
+    },
+    /// Flush, wait, close.
+    Close { delay: Duration },
+}
+
+/// Commands that have not finished: seq → (tag, cancel flag).
+type Running = Arc<Mutex<HashMap<u64, (Option<Vec<u8>>, watch::Sender<bool>)>>>;
+
+async fn connection<S>(shared: Arc<Shared>, stream: S, mut stop: watch::Receiver<()>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    shared.with_state(|s| s.stats.connections += 1);
+    let (mut rd, wr) = tokio::io::split(stream);
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let running: Running = Arc::default();
+    let logged_in = Arc::new(AtomicBool::new(false));
+    let drop_now = Arc::new(Notify::new());
+    let mut writer = tokio::spawn(writer(shared.clone(), conn, wr, out_rx));
+    let executor = tokio::spawn(executor(
+        shared.clone(),
+        cmd_rx,
+        out_tx.clone(),
+        running.clone(),
+        logged_in.clone(),
+        drop_now.clone(),
+    ));
+    let mut kill = shared.kill.subscribe();
+    let mut decoder = Decoder::new(shared.config.limits);
+    let mut buf = vec![0u8; 16 * 1024];
+    let (mut received, mut seq) = (0u64, 0u64);
+    let mut reading = true;
+    let graceful = 'conn: loop {
+        tokio::select! {
+            n = rd.read(&mut buf), if reading => {
+                let n = match n {
+                    Ok(0) | Err(_) => break 'conn true,
+                    Ok(n) => n,
+                };
+                decoder.feed(&buf[..n]);
+                loop {
+                    let sentence = match decoder.poll_sentence() {
+                        Ok(Some(s)) => s,
+                        Ok(None) => break,
+                        Err(err) => {
+                            // Malformed input: close this connection, never panic.
+                            debug!(conn, cause = %err, "undecodable input; closing");
+                            break 'conn false;
+                        }
+                    };
+                    received += 1;
+                    shared.record(conn, Direction::In, sentence.words());
+                    let drop_after = shared.drop_after().is_some_and(|n| received >= n);
+                    let arrived = Instant::now();
+                    let queued = match Request::parse(&sentence) {
+                        Err(_) => {
+                            // Not a command word: answer like an unknown command.
+                            let r = Replier::new(None);
+                            let trap = Trap::new(Some(0), "no such command prefix");
+                            let _ = out_tx.send(batch(&shared, arrived, r.trap_done(&trap)));
+                            None
+                        }
+                        Ok(req) if req.path == b"/cancel" && logged_in.load(Ordering::Acquire) => {
+                            cancel(&running, &req);
+                            let r = Replier::new(req.tag.clone());
+                            let _ = out_tx.send(batch(&shared, arrived, vec![r.done()]));
+                            None
+                        }
+                        Ok(req) => {
+                            seq += 1;
+                            let (flag, cancel) = watch::channel(false);
+                            lock(&running).insert(seq, (req.tag.clone(), flag));
+                            Some(Queued { req, seq, arrived, cancel, drop_after })
+                        }
+                    };
+                    if drop_after {
+                        reading = false;
+                        match queued {
+                            Some(q) => { let _ = cmd_tx.send(q); }
+                            None => drop_now.notify_one(),
+                        }
+                        break;
+                    }
+                    if let Some(q) = queued {
+                        let _ = cmd_tx.send(q);
+                    }
+                }
+            }
+            _ = kill.changed() => break 'conn false,
+            _ = stop.changed() => break 'conn false,
+            _ = &mut writer => break 'conn false,
+            _ = drop_now.notified() => break 'conn false,
+        }
+    };
+    if graceful {
+        // The client closed its side: let queued replies go out (bounded), then close.
+        drop(cmd_tx);
+        drop(out_tx);
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer).await;
+    }
+    executor.abort();
+    writer.abort();
+    debug!(conn, graceful, "connection closed");
+}
+
+fn batch(shared: &Shared, arrived: Instant, sentences: Vec<Sentence>) -> Out {
+    Out::Batch {
+        at: arrived + shared.config.cost.latency,
+        sentences,
+    }
+}
+
+/// `/cancel`: flags the command with `=tag=X`, or every running command without it (§5).
+/// Cancelling an unknown or finished tag just gets `!done` (**unverified**).
+fn cancel(running: &Running, req: &Request) {
+    let target = req.attributes.get("tag");
+    for (tag, flag) in lock(running).values() {
+        if target.is_none_or(|t| tag.as_deref() == Some(t)) {
+            flag.send_replace(true);
+        }
+    }
+}
+
+async fn executor(
+    shared: Arc<Shared>,
+    mut cmds: mpsc::UnboundedReceiver<Queued>,
+    out: mpsc::UnboundedSender<Out>,
+    running: Running,
+    logged_in: Arc<AtomicBool>,
+    drop_now: Arc<Notify>,
+) {
+    let mut session = Session::default();
+    let mut streams = JoinSet::new();
+    let mut stall = shared.stall.subscribe();
+    let per_write = shared.config.cost.per_write;
+    while let Some(q) = cmds.recv().await {
+        let Queued {
+            req,
+            seq,
+            arrived,
+            mut cancel,
+            drop_after,
+        } = q;
+        let r = Replier::new(req.tag.clone());
+        let cancelled = |c: &watch::Receiver<bool>| *c.borrow();
+        let outcome: Option<Outcome> = 'run: {
+            if *stall.borrow() {
+                tokio::select! {
+                    _ = stall.wait_for(|s| !*s) => {}
+                    _ = cancel.wait_for(|c| *c) => break 'run None,
+                }
+            }
+            if cancelled(&cancel) {
+                break 'run None;
+            }
+            let _cpu = if session.logged_in() && cmd::is_write(&req.path) {
+                let guard = tokio::select! {
+                    g = shared.cpu.lock() => g,
+                    _ = cancel.wait_for(|c| *c) => break 'run None,
+                };
+                if !per_write.is_zero() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(per_write) => {}
+                        _ = cancel.wait_for(|c| *c) => break 'run None,
+                    }
+                }
+                Some(guard)
+            } else {
+                None
+            };
+            Some(cmd::execute(&shared, &mut session, &req))
+        };
+        logged_in.store(session.logged_in(), Ordering::Release);
+        let mut finished = true;
+        let mut close = false;
+        match outcome {
+            None => {
+                let _ = out.send(batch(&shared, arrived, r.trap_done(&Trap::interrupted())));
+            }
+            Some(Outcome::Reply(s)) => {
+                let _ = out.send(batch(&shared, arrived, s));
+            }
+            Some(Outcome::Close(s, delay)) => {
+                let _ = out.send(batch(&shared, arrived, s));
+                let _ = out.send(Out::Close { delay });
+                close = true;
+            }
+            Some(Outcome::Follow(spec, initial)) => {
+                let _ = out.send(batch(&shared, arrived, initial));
+                streams.spawn(follow(
+                    shared.clone(),
+                    spec,
+                    cancel,
+                    out.clone(),
+                    running.clone(),
+                    seq,
+                ));
+                finished = false;
+            }
+        }
+        if finished {
+            lock(&running).remove(&seq);
+        }
+        if drop_after {
+            drop_now.notify_one();
+            std::future::pending::<()>().await;
+        }
+        if close {
+            // Nothing after `!fatal` or a failed login is executed.
+            std::future::pending::<()>().await;
+        }
+    }
+    // Input ended: streams die with the connection.
+    streams.abort_all();
+}
+
+/// A `print =follow=` stream: sends changes until cancelled; then `!trap interrupted`,
+/// `!empty` (7.18+), `!done` (§3 [WIRE-7.24]).
+async fn follow(
+    shared: Arc<Shared>,
+    mut spec: cmd::print::FollowSpec,
+    mut cancel: watch::Receiver<bool>,
+    out: mpsc::UnboundedSender<Out>,
+    running: Running,
+    seq: u64,
+) {
+    let mut changes = shared.changes.subscribe();
+    changes.mark_unchanged();
+    loop {
+        tokio::select! {
+            _ = cancel.wait_for(|c| *c) => break,
+            res = changes.changed() => if res.is_err() { return },
+        }
+        let rows = spec.poll(cmd::address_list::snapshot(&shared, spec.family));
+        if !rows.is_empty() {
+            let _ = out.send(batch(&shared, Instant::now(), rows));
+        }
+    }
+    let mut end = spec.replier.trap_done(&Trap::interrupted());
+    if shared.version.has_empty() {
+        end.insert(1, spec.replier.empty());
+    }
+    let _ = out.send(batch(&shared, Instant::now(), end));
+    lock(&running).remove(&seq);
+}
+
+async fn writer<W: AsyncWrite>(
+    shared: Arc<Shared>,
+    conn: u64,
+    wr: tokio::io::WriteHalf<W>,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+) {
+    let mut wr = wr;
+    let mut stall = shared.stall.subscribe();
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut next = rx.recv().await;
+    while let Some(out) = next.take() {
+        match out {
+            Out::Batch { at, sentences } => {
+                tokio::time::sleep_until(at).await;
+                let _ = stall.wait_for(|s| !*s).await;
+                buf.clear();
+                let mut encode = |sentences: &[Sentence]| {
+                    for s in sentences {
+                        shared.record(conn, Direction::Out, s.words());
+                        s.encode(&mut buf);
+                    }
+                };
+                encode(&sentences);
+                // Coalesce replies that are already due into one write.
+                while let Ok(more) = rx.try_recv() {
+                    match more {
+                        Out::Batch { at, sentences } if at <= Instant::now() => encode(&sentences),
+                        other => {
+                            next = Some(other);
+                            break;
+                        }
+                    }
+                }
+                if wr.write_all(&buf).await.is_err() {
+                    return;
+                }
+            }
+            Out::Close { delay } => {
+                let _ = wr.flush().await;
+                tokio::time::sleep(delay).await;
+                let _ = wr.shutdown().await;
+                return;
+            }
+        }
+        if next.is_none() {
+            next = rx.recv().await;
+        }
+    }
+}

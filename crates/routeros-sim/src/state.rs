@@ -1,0 +1,405 @@
+//! The router state the menus act on: address lists, firewall rules, scripts and counters.
+//!
+//! Expiry is lazy: every access first calls [`State::purge`] with the sim clock, which pops
+//! expired entries from an ordered expiry index (O(log n) per entry), so expired entries are gone
+//! from `print` and from inspection without a background sweeper.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use crate::query::Props;
+use crate::timefmt;
+
+/// Address family: which menu tree (`/ip` or `/ipv6`). The two are separate namespaces even for
+/// lists with the same name (`routeros-api.md` §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    /// `/ip/...`
+    V4,
+    /// `/ipv6/...`
+    V6,
+}
+
+impl Family {
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Family::V4 => 0,
+            Family::V6 => 1,
+        }
+    }
+}
+
+/// Firewall table holding rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    /// `/ip/firewall/filter`
+    Filter,
+    /// `/ip/firewall/raw`
+    Raw,
+}
+
+/// An address-list entry as the inspection API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// `.id`, e.g. `*1A`.
+    pub id: String,
+    /// List name.
+    pub list: String,
+    /// Normalised address as printed.
+    pub address: String,
+    /// Time left before the entry vanishes; `None` for entries without a timeout.
+    pub timeout_remaining: Option<Duration>,
+    /// `D` flag: RAM only, gone after a reboot.
+    pub dynamic: bool,
+    /// Comment, if any.
+    pub comment: Option<String>,
+    /// `X` flag.
+    pub disabled: bool,
+    /// `creation-time` as printed (`2026-10-01 08:50:12`).
+    pub creation_time: String,
+}
+
+/// An entry to seed with [`Sim::insert_entry`](crate::Sim::insert_entry).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NewEntry {
+    /// List name.
+    pub list: String,
+    /// Address text; normalised as `add` does.
+    pub address: String,
+    /// Timeout; makes the entry dynamic.
+    pub timeout: Option<Duration>,
+    /// Dynamic without timeout (`dynamic=yes`).
+    pub dynamic: bool,
+    /// Comment.
+    pub comment: Option<String>,
+    /// Disabled flag.
+    pub disabled: bool,
+}
+
+impl NewEntry {
+    /// A static entry (what a user adds by hand).
+    pub fn new(list: &str, address: &str) -> Self {
+        Self {
+            list: list.to_owned(),
+            address: address.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets a timeout (the entry becomes dynamic).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets a comment.
+    pub fn with_comment(mut self, comment: &str) -> Self {
+        self.comment = Some(comment.to_owned());
+        self
+    }
+}
+
+/// A firewall rule as the inspection API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// `.id`.
+    pub id: String,
+    /// Family of the table.
+    pub family: Family,
+    /// Table.
+    pub table: Table,
+    /// Properties as given (`chain`, `action`, `src-address-list`, `comment`, ...), in order.
+    pub attrs: Vec<(String, String)>,
+    /// Byte counter.
+    pub bytes: u64,
+    /// Packet counter.
+    pub packets: u64,
+    /// `X` flag.
+    pub disabled: bool,
+}
+
+/// Command counters ([`Sim::stats`](crate::Sim::stats)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Commands received after parsing, by path (`/ip/firewall/address-list/add`), including
+    /// refused ones.
+    pub commands: BTreeMap<String, u64>,
+    /// Write commands executed (add, set, remove, move, ...), successful or trapped.
+    pub write_commands: u64,
+    /// Successful logins.
+    pub logins: u64,
+    /// Failed logins.
+    pub failed_logins: u64,
+    /// Accepted connections.
+    pub connections: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct StoredEntry {
+    pub id: u64,
+    pub list: String,
+    pub address: String,
+    pub expires_at: Option<Duration>,
+    pub dynamic: bool,
+    pub comment: Option<String>,
+    pub disabled: bool,
+    pub created_at: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct StoredRule {
+    pub id: u64,
+    pub family: Family,
+    pub table: Table,
+    pub attrs: Vec<(String, String)>,
+    pub bytes: u64,
+    pub packets: u64,
+    pub disabled: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Script {
+    pub id: u64,
+    pub name: String,
+    pub source: String,
+}
+
+/// All mutable router state, behind the sim's mutex.
+#[derive(Debug)]
+pub(crate) struct State {
+    next_id: u64,
+    /// Sim time of the last (re)boot: uptime is `now - boot_at`.
+    pub boot_at: Duration,
+    entries: [BTreeMap<u64, StoredEntry>; 2],
+    /// (list, address) → id, for the duplicate check (§9).
+    index: [HashMap<(String, String), u64>; 2],
+    /// (expires_at, family index, id).
+    expiry: BTreeSet<(Duration, usize, u64)>,
+    pub rules: Vec<StoredRule>,
+    pub scripts: Vec<Script>,
+    pub persistent_writes: u64,
+    pub stats: Stats,
+    /// Bumped on every address-list change (wakes `print =follow=` streams).
+    pub generation: u64,
+}
+
+impl State {
+    pub(crate) fn new() -> Self {
+        Self {
+            next_id: 1,
+            boot_at: Duration::ZERO,
+            entries: [BTreeMap::new(), BTreeMap::new()],
+            index: [HashMap::new(), HashMap::new()],
+            expiry: BTreeSet::new(),
+            rules: Vec::new(),
+            scripts: Vec::new(),
+            persistent_writes: 0,
+            stats: Stats::default(),
+            generation: 0,
+        }
+    }
+
+    /// A fresh `.id`: unique, increasing, never reused (also across reboots; §7 calls real reuse
+    /// **unverified**).
+    pub(crate) fn alloc_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Drops every entry whose timeout has run out at sim time `now`.
+    pub(crate) fn purge(&mut self, now: Duration) {
+        while let Some(&(at, fam, id)) = self.expiry.first() {
+            if at > now {
+                break;
+            }
+            self.expiry.pop_first();
+            if let Some(e) = self.entries[fam].get(&id)
+                && e.expires_at == Some(at)
+            {
+                self.remove_entry_at(fam, id);
+            }
+        }
+    }
+
+    pub(crate) fn entries(&self, family: Family) -> impl Iterator<Item = &StoredEntry> {
+        self.entries[family.index()].values()
+    }
+
+    pub(crate) fn entry(&self, family: Family, id: u64) -> Option<&StoredEntry> {
+        self.entries[family.index()].get(&id)
+    }
+
+    pub(crate) fn find(&self, family: Family, list: &str, address: &str) -> Option<u64> {
+        self.index[family.index()]
+            .get(&(list.to_owned(), address.to_owned()))
+            .copied()
+    }
+
+    /// Inserts a validated, normalised entry; the caller checked for duplicates.
+    pub(crate) fn insert_entry(&mut self, family: Family, entry: StoredEntry) {
+        let fam = family.index();
+        self.index[fam].insert((entry.list.clone(), entry.address.clone()), entry.id);
+        if let Some(at) = entry.expires_at {
+            self.expiry.insert((at, fam, entry.id));
+        }
+        self.entries[fam].insert(entry.id, entry);
+        self.generation += 1;
+    }
+
+    pub(crate) fn remove_entry(&mut self, family: Family, id: u64) -> Option<StoredEntry> {
+        self.remove_entry_at(family.index(), id)
+    }
+
+    fn remove_entry_at(&mut self, fam: usize, id: u64) -> Option<StoredEntry> {
+        let e = self.entries[fam].remove(&id)?;
+        self.index[fam].remove(&(e.list.clone(), e.address.clone()));
+        if let Some(at) = e.expires_at {
+            self.expiry.remove(&(at, fam, id));
+        }
+        self.generation += 1;
+        Some(e)
+    }
+
+    /// Replaces an entry (after `set`), keeping the indexes right.
+    pub(crate) fn replace_entry(&mut self, family: Family, entry: StoredEntry) {
+        self.remove_entry(family, entry.id);
+        self.insert_entry(family, entry);
+    }
+
+    /// Router reboot: dynamic entries vanish, counters reset, ids keep counting.
+    pub(crate) fn reboot(&mut self, now: Duration) {
+        for fam in [Family::V4, Family::V6] {
+            let dynamic: Vec<u64> = self
+                .entries(fam)
+                .filter(|e| e.dynamic)
+                .map(|e| e.id)
+                .collect();
+            for id in dynamic {
+                self.remove_entry(fam, id);
+            }
+        }
+        for r in &mut self.rules {
+            r.bytes = 0;
+            r.packets = 0;
+        }
+        self.boot_at = now;
+    }
+}
+
+/// `*1A`-style `.id` text.
+pub fn format_id(id: u64) -> String {
+    format!("*{id:X}")
+}
+
+/// Parses `*1A` into 0x1A. Bare print numbers are not supported (§10: use `.id`s).
+pub fn parse_id(text: &str) -> Option<u64> {
+    let hex = text.strip_prefix('*')?;
+    if hex.is_empty() || hex.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// Print properties of an address-list entry, in the router's order.
+pub(crate) fn entry_props(
+    e: &StoredEntry,
+    now: Duration,
+    v7: bool,
+    wall: impl Fn(Duration) -> std::time::SystemTime,
+) -> Props {
+    let mut p: Props = vec![
+        (".id".into(), format_id(e.id)),
+        ("list".into(), e.list.clone()),
+        ("address".into(), e.address.clone()),
+        (
+            "creation-time".into(),
+            timefmt::format_calendar(wall(e.created_at)),
+        ),
+    ];
+    if let Some(at) = e.expires_at {
+        let left = at.saturating_sub(now);
+        let text = if v7 {
+            timefmt::format_v7(left)
+        } else {
+            timefmt::format_v6(left)
+        };
+        p.push(("timeout".into(), text));
+    }
+    p.push(("dynamic".into(), bool_text(e.dynamic).into()));
+    p.push(("disabled".into(), bool_text(e.disabled).into()));
+    if let Some(c) = &e.comment {
+        p.push(("comment".into(), c.clone()));
+    }
+    p
+}
+
+/// Print properties of a firewall rule.
+pub(crate) fn rule_props(r: &StoredRule) -> Props {
+    let mut p: Props = vec![(".id".into(), format_id(r.id))];
+    p.extend(r.attrs.iter().cloned());
+    p.push(("bytes".into(), r.bytes.to_string()));
+    p.push(("packets".into(), r.packets.to_string()));
+    p.push(("invalid".into(), "false".into()));
+    p.push(("dynamic".into(), "false".into()));
+    p.push(("disabled".into(), bool_text(r.disabled).into()));
+    p
+}
+
+/// v7 prints booleans as `true`/`false` (§7).
+pub(crate) fn bool_text(b: bool) -> &'static str {
+    if b { "true" } else { "false" }
+}
+
+/// Accepts `yes`/`no`/`true`/`false` (§7: older versions used `yes`/`no`).
+pub(crate) fn parse_bool(text: &str) -> Option<bool> {
+    match text {
+        "yes" | "true" => Some(true),
+        "no" | "false" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_format_as_upper_hex_with_star() {
+        assert_eq!(format_id(0x1A), "*1A");
+        assert_eq!(format_id(1), "*1");
+        assert_eq!(parse_id("*1A"), Some(0x1A));
+        assert_eq!(parse_id("*1a"), Some(0x1A));
+        assert_eq!(parse_id("1A"), None);
+        assert_eq!(parse_id("*"), None);
+        assert_eq!(parse_id("*zz"), None);
+    }
+
+    fn stored(id: u64, expires: Option<u64>) -> StoredEntry {
+        StoredEntry {
+            id,
+            list: "l".into(),
+            address: format!("192.0.2.{id}"),
+            expires_at: expires.map(Duration::from_secs),
+            dynamic: expires.is_some(),
+            comment: None,
+            disabled: false,
+            created_at: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn purge_drops_only_expired_entries() {
+        let mut s = State::new();
+        s.insert_entry(Family::V4, stored(1, Some(10)));
+        s.insert_entry(Family::V4, stored(2, Some(20)));
+        s.insert_entry(Family::V4, stored(3, None));
+        s.purge(Duration::from_secs(10));
+        let ids: Vec<u64> = s.entries(Family::V4).map(|e| e.id).collect();
+        assert_eq!(ids, [2, 3]);
+        assert_eq!(s.find(Family::V4, "l", "192.0.2.1"), None);
+        s.reboot(Duration::from_secs(11));
+        let ids: Vec<u64> = s.entries(Family::V4).map(|e| e.id).collect();
+        assert_eq!(ids, [3]);
+    }
+}
