@@ -11,3 +11,15 @@
 pub mod config;
 pub mod http;
 pub mod metrics;
+
+use std::process::ExitCode;
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(config: config::Config) -> ExitCode {
+    // The sync engine lands in a following change; refuse to pretend to protect anything.
+    eprintln!(
+        "tikban: configuration is valid (router {}:{}), but the sync engine is not built yet",
+        config.router.host, config.router.port
+    );
+    ExitCode::FAILURE
+}
