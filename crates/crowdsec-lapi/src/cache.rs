@@ -1,0 +1,991 @@
+//! The RAM-only desired state: which values must be banned, until when, and for which origin.
+//!
+//! Rules (issue and `crowdsec-lapi.md` §3):
+//! - state is per canonical [`Value`], holding the set of active decision ids;
+//! - a `deleted` id only drops that id: the value stays while another decision holds it;
+//! - deletes are idempotent (LAPI repeats them within its 2-second overlap);
+//! - within one [`Batch`], deletes are applied before adds, whatever the body order;
+//! - a re-inserted value with a later expiry extends the value (community-list refreshes on 1.4.x
+//!   re-send ~15–20k values with new ids every 2 h, §6);
+//! - expired holders leave by themselves in [`DecisionCache::expire`];
+//! - every mutation returns a compact, net [`ChangeSet`]; the whole map is never handed out per
+//!   poll.
+//!
+//! Time is an argument: callers pass `now` and ask [`DecisionCache::next_expiry`] for the next
+//! deadline. Expiries are stored as `u32` seconds after the cache's epoch, rounded **up** so a
+//! ban never ends early.
+//!
+//! Memory: an IPv4 host with one decision costs one 24-byte slot of a hash table (4-byte key,
+//! 16-byte entry) plus a control byte, about 33–57 bytes per value depending on the table's load
+//! (measured in `tests/memory.rs`; figure in the README). Values held by several decisions keep
+//! the extra ids in a side table.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry as MapEntry;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use crate::decision::{Decision, Deletion, Interner, Label};
+use crate::duration::GoDuration;
+use crate::stream_parser::StreamStats;
+use crate::value::Value;
+
+/// One fully parsed stream response, in compact canonical form, ready for
+/// [`DecisionCache::apply`].
+///
+/// A `Batch` only exists for a response whose body parsed to the end
+/// ([`LapiClient::poll`](crate::LapiClient::poll) returns an error otherwise), so a failed or
+/// truncated response can never be applied, let alone read as "no decisions".
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    startup: bool,
+    deletes: Vec<Deletion>,
+    adds: Vec<BatchAdd>,
+    stats: StreamStats,
+    /// `new` decisions dropped by the type filter.
+    filtered: u64,
+}
+
+/// One `new` decision inside a [`Batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchAdd {
+    /// The canonical value.
+    pub value: Value,
+    /// LAPI's decision id.
+    pub id: i64,
+    /// Time left when LAPI answered.
+    pub duration: GoDuration,
+    /// Origin label (`lists:<scenario>` for origin `lists`).
+    pub origin: Label,
+}
+
+impl Batch {
+    /// An empty batch; `startup` records whether it came from `startup=true`.
+    pub fn new(startup: bool) -> Self {
+        Batch {
+            startup,
+            ..Batch::default()
+        }
+    }
+
+    /// Adds a `new` decision.
+    pub fn push_new(&mut self, d: Decision, interner: &mut Interner) {
+        let origin = d.origin_label(interner);
+        self.adds.push(BatchAdd {
+            value: d.value,
+            id: d.id,
+            duration: d.duration,
+            origin,
+        });
+    }
+
+    /// Adds a `new` decision from its parts.
+    pub fn push_add(&mut self, add: BatchAdd) {
+        self.adds.push(add);
+    }
+
+    /// Adds a `deleted` decision.
+    pub fn push_deleted(&mut self, d: Deletion) {
+        self.deletes.push(d);
+    }
+
+    /// Counts a `new` decision dropped by the decision-type filter.
+    pub(crate) fn count_filtered(&mut self) {
+        self.filtered += 1;
+    }
+
+    pub(crate) fn set_stats(&mut self, stats: StreamStats) {
+        self.stats = stats;
+    }
+
+    /// True when the batch is a `startup=true` snapshot. The cache applies snapshots like deltas
+    /// (merge, never "replace everything"): a snapshot cut short by a LAPI database error can
+    /// come back as a 200 with a truncated list (crowdsec#4691, `crowdsec-lapi.md` §4), so values
+    /// missing from it are not unbanned; they leave through `deleted` entries or their expiry.
+    pub fn is_startup(&self) -> bool {
+        self.startup
+    }
+
+    /// The deletions, in body order.
+    pub fn deletes(&self) -> &[Deletion] {
+        &self.deletes
+    }
+
+    /// The additions, in body order.
+    pub fn adds(&self) -> &[BatchAdd] {
+        &self.adds
+    }
+
+    /// Parser counters (including skipped bad elements).
+    pub fn stats(&self) -> StreamStats {
+        self.stats
+    }
+
+    /// `new` decisions dropped because their type is not wanted.
+    pub fn filtered_by_type(&self) -> u64 {
+        self.filtered
+    }
+}
+
+/// One net change of the desired state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The value became banned.
+    Added {
+        /// The value.
+        value: Value,
+        /// When the ban ends.
+        expires_at: Instant,
+        /// Origin label of the longest decision holding it.
+        origin: Label,
+    },
+    /// The value is no longer banned.
+    Removed {
+        /// The value.
+        value: Value,
+    },
+    /// The value stays banned with a different end (later on a refresh, earlier when the longest
+    /// decision was deleted and a shorter one still holds).
+    ExpiryChanged {
+        /// The value.
+        value: Value,
+        /// The new end.
+        expires_at: Instant,
+    },
+}
+
+/// The net changes of one [`DecisionCache::apply`] or [`DecisionCache::expire`]. Each value appears
+/// at most once.
+pub type ChangeSet = Vec<Change>;
+
+/// Per-value record: the decision with the latest expiry, inline. 16 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot {
+    id: i64,
+    /// Seconds after the cache epoch (the latest of all holders).
+    expires: u32,
+    origin: u16,
+    /// More than one decision holds the value: all of them are in `DecisionCache::multi`.
+    multi: bool,
+}
+
+/// One decision holding a value (used only for values with several).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Holder {
+    id: i64,
+    expires: u32,
+    origin: u16,
+}
+
+/// Counts of cached values per origin and address family, for `active_decisions` (§7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveCount {
+    /// Origin label.
+    pub origin: Label,
+    /// True for IPv6 values.
+    pub ipv6: bool,
+    /// Number of values.
+    pub count: u64,
+}
+
+/// The desired ban state. See the module docs for the rules.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use crowdsec_lapi::{Batch, BatchAdd, Change, DecisionCache, GoDuration, Label, Value};
+/// let t0 = Instant::now();
+/// let mut cache = DecisionCache::new(t0);
+/// let mut b = Batch::new(true);
+/// b.push_add(BatchAdd {
+///     value: Value::parse("192.0.2.1").unwrap(),
+///     id: 1,
+///     duration: GoDuration::from_secs(60),
+///     origin: Label::new("cscli"),
+/// });
+/// let changes = cache.apply(&b, t0);
+/// assert!(matches!(changes[0], Change::Added { .. }));
+/// assert_eq!(cache.next_expiry(), Some(t0 + Duration::from_secs(60)));
+/// let changes = cache.expire(t0 + Duration::from_secs(60));
+/// assert!(matches!(changes[0], Change::Removed { .. }));
+/// assert!(cache.is_empty());
+/// ```
+#[derive(Debug)]
+pub struct DecisionCache {
+    epoch: Instant,
+    v4: HashMap<Ipv4Addr, Slot>,
+    other: HashMap<Value, Slot>,
+    multi: HashMap<Value, Vec<Holder>>,
+    origins: Vec<Label>,
+    origin_index: HashMap<Label, u16>,
+    /// A lower bound of the earliest holder expiry; `None` when empty.
+    deadline: Option<u32>,
+}
+
+/// Longest expiry representable: ~136 years after the epoch.
+const MAX_EXPIRES: u32 = u32::MAX - 1;
+
+impl DecisionCache {
+    /// An empty cache whose clock starts at `now`.
+    pub fn new(now: Instant) -> Self {
+        DecisionCache {
+            epoch: now,
+            v4: HashMap::new(),
+            other: HashMap::new(),
+            multi: HashMap::new(),
+            origins: vec![Label::new("")],
+            origin_index: HashMap::new(),
+            deadline: None,
+        }
+    }
+
+    /// Number of banned values.
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.other.len()
+    }
+
+    /// True when nothing is banned.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// When the next holder expires: call [`expire`](Self::expire) then. May be early (it is a
+    /// lower bound after deletions); an early call is harmless.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.deadline.map(|s| self.instant(s))
+    }
+
+    /// When `value`'s ban ends, if banned.
+    pub fn expires_at(&self, value: &Value) -> Option<Instant> {
+        self.slot(value).map(|s| self.instant(s.expires))
+    }
+
+    /// Origin label of the longest decision holding `value`.
+    pub fn origin(&self, value: &Value) -> Option<&Label> {
+        self.slot(value).map(|s| self.label(s.origin))
+    }
+
+    /// Number of decisions holding `value` (0 when not banned).
+    pub fn holders(&self, value: &Value) -> usize {
+        match self.slot(value) {
+            None => 0,
+            Some(s) if s.multi => self.multi.get(value).map_or(0, Vec::len),
+            Some(_) => 1,
+        }
+    }
+
+    /// Every banned value with its end and origin, for a full reconcile (router start-up, a
+    /// router reboot). Not meant for every poll: use the [`ChangeSet`]s.
+    pub fn iter(&self) -> impl Iterator<Item = (Value, Instant, &Label)> + '_ {
+        let v4 = self
+            .v4
+            .iter()
+            .map(|(a, s)| (Value::from_ip((*a).into()), *s));
+        let other = self.other.iter().map(|(v, s)| (*v, *s));
+        v4.chain(other)
+            .map(|(v, s)| (v, self.instant(s.expires), self.label(s.origin)))
+    }
+
+    /// Values per origin and family (`active_decisions` gauge of usage metrics).
+    pub fn active_counts(&self) -> Vec<ActiveCount> {
+        let mut counts: HashMap<(u16, bool), u64> = HashMap::new();
+        for s in self.v4.values() {
+            *counts.entry((s.origin, false)).or_default() += 1;
+        }
+        for (v, s) in &self.other {
+            *counts.entry((s.origin, v.is_ipv6())).or_default() += 1;
+        }
+        let mut out: Vec<ActiveCount> = counts
+            .into_iter()
+            .map(|((o, ipv6), count)| ActiveCount {
+                origin: self.label(o).clone(),
+                ipv6,
+                count,
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.origin, a.ipv6).cmp(&(&b.origin, b.ipv6)));
+        out
+    }
+
+    /// Applies one response: all deletes, then all adds. Returns the net changes.
+    pub fn apply(&mut self, batch: &Batch, now: Instant) -> ChangeSet {
+        let now_ns = now.saturating_duration_since(self.epoch).as_nanos();
+        // Net-change bookkeeping: the state of each touched value before this batch.
+        let mut before: HashMap<Value, Option<u32>> = HashMap::new();
+        for d in &batch.deletes {
+            let prev = self.slot(&d.value).map(|s| s.expires);
+            before.entry(d.value).or_insert(prev);
+            self.remove_holder(&d.value, d.id);
+        }
+        for a in &batch.adds {
+            if a.duration.as_nanos() <= 0 {
+                continue; // already over (1.6.3+ prints "0s" for < 0.5 s left)
+            }
+            let prev = self.slot(&a.value).map(|s| s.expires);
+            before.entry(a.value).or_insert(prev);
+            let expires = expires_secs(now_ns, a.duration);
+            let origin = self.origin_id(&a.origin);
+            self.add_holder(
+                a.value,
+                Holder {
+                    id: a.id,
+                    expires,
+                    origin,
+                },
+            );
+            self.deadline = Some(self.deadline.map_or(expires, |d| d.min(expires)));
+        }
+        let mut changes = Vec::new();
+        // Report in body order of first touch: deletes' values first, then adds'.
+        let order = batch
+            .deletes
+            .iter()
+            .map(|d| d.value)
+            .chain(batch.adds.iter().map(|a| a.value));
+        for value in order {
+            let Some(prev) = before.remove(&value) else {
+                continue;
+            };
+            let now_slot = self.slot(&value).copied();
+            match (prev, now_slot) {
+                (None, Some(s)) => changes.push(Change::Added {
+                    value,
+                    expires_at: self.instant(s.expires),
+                    origin: self.label(s.origin).clone(),
+                }),
+                (Some(_), None) => changes.push(Change::Removed { value }),
+                (Some(old), Some(s)) if old != s.expires => changes.push(Change::ExpiryChanged {
+                    value,
+                    expires_at: self.instant(s.expires),
+                }),
+                _ => {}
+            }
+        }
+        if self.is_empty() {
+            self.deadline = None;
+        }
+        changes
+    }
+
+    /// Drops every holder whose end is at or before `now`; reports values no longer banned.
+    /// O(1) before [`next_expiry`](Self::next_expiry), one pass over the cache after it.
+    pub fn expire(&mut self, now: Instant) -> ChangeSet {
+        let now_s = now.saturating_duration_since(self.epoch).as_secs();
+        let now_s = u32::try_from(now_s).unwrap_or(u32::MAX);
+        match self.deadline {
+            Some(d) if d <= now_s => {}
+            _ => return Vec::new(),
+        }
+        let mut changes = Vec::new();
+        let mut earliest: Option<u32> = None;
+        let mut note = |e: u32| earliest = Some(earliest.map_or(e, |x: u32| x.min(e)));
+        let mut multi_values = Vec::new();
+        self.v4.retain(|a, s| {
+            if s.expires <= now_s {
+                changes.push(Change::Removed {
+                    value: Value::from_ip((*a).into()),
+                });
+                if s.multi {
+                    multi_values.push(Value::from_ip((*a).into()));
+                }
+                false
+            } else {
+                if s.multi {
+                    multi_values.push(Value::from_ip((*a).into()));
+                } else {
+                    note(s.expires);
+                }
+                true
+            }
+        });
+        self.other.retain(|v, s| {
+            if s.multi {
+                multi_values.push(*v);
+            }
+            if s.expires <= now_s {
+                changes.push(Change::Removed { value: *v });
+                false
+            } else {
+                if !s.multi {
+                    note(s.expires);
+                }
+                true
+            }
+        });
+        // Values held by several decisions: prune the expired holders (the latest one is still
+        // valid, or the value was removed above).
+        for v in multi_values {
+            let present = self.slot(&v).is_some();
+            let Some(list) = self.multi.get_mut(&v) else {
+                continue;
+            };
+            list.retain(|h| h.expires > now_s);
+            if !present || list.is_empty() {
+                self.multi.remove(&v);
+                continue;
+            }
+            for h in list.iter() {
+                note(h.expires);
+            }
+            if list.len() == 1 {
+                let h = list[0];
+                self.multi.remove(&v);
+                if let Some(s) = self.slot_mut(&v) {
+                    *s = Slot {
+                        id: h.id,
+                        expires: h.expires,
+                        origin: h.origin,
+                        multi: false,
+                    };
+                }
+            }
+        }
+        self.deadline = earliest;
+        changes
+    }
+
+    // === internals ===
+
+    fn instant(&self, secs: u32) -> Instant {
+        self.epoch + Duration::from_secs(u64::from(secs))
+    }
+
+    fn label(&self, id: u16) -> &Label {
+        // Index 0 always exists; ids only come from `origin_id`.
+        self.origins
+            .get(usize::from(id))
+            .unwrap_or(&self.origins[0])
+    }
+
+    /// The compact id of an origin label. Past 65 535 distinct labels every new one maps to the
+    /// empty label (index 0) rather than growing further.
+    fn origin_id(&mut self, label: &Label) -> u16 {
+        if let Some(&i) = self.origin_index.get(label) {
+            return i;
+        }
+        match u16::try_from(self.origins.len()) {
+            Ok(i) if i < u16::MAX => {
+                self.origins.push(label.clone());
+                self.origin_index.insert(label.clone(), i);
+                i
+            }
+            _ => 0,
+        }
+    }
+
+    fn slot(&self, v: &Value) -> Option<&Slot> {
+        match v.as_v4_host() {
+            Some(a) => self.v4.get(&a),
+            None => self.other.get(v),
+        }
+    }
+
+    fn slot_mut(&mut self, v: &Value) -> Option<&mut Slot> {
+        match v.as_v4_host() {
+            Some(a) => self.v4.get_mut(&a),
+            None => self.other.get_mut(v),
+        }
+    }
+
+    fn add_holder(&mut self, value: Value, h: Holder) {
+        let new_slot = Slot {
+            id: h.id,
+            expires: h.expires,
+            origin: h.origin,
+            multi: false,
+        };
+        let slot = match value.as_v4_host() {
+            Some(a) => match self.v4.entry(a) {
+                MapEntry::Vacant(e) => {
+                    e.insert(new_slot);
+                    return;
+                }
+                MapEntry::Occupied(e) => e.into_mut(),
+            },
+            None => match self.other.entry(value) {
+                MapEntry::Vacant(e) => {
+                    e.insert(new_slot);
+                    return;
+                }
+                MapEntry::Occupied(e) => e.into_mut(),
+            },
+        };
+        if !slot.multi {
+            if slot.id == h.id {
+                // The same decision re-sent: keep the later end.
+                if h.expires > slot.expires {
+                    slot.expires = h.expires;
+                    slot.origin = h.origin;
+                }
+                return;
+            }
+            let old = Holder {
+                id: slot.id,
+                expires: slot.expires,
+                origin: slot.origin,
+            };
+            self.multi.insert(value, vec![old, h]);
+            slot.multi = true;
+        } else {
+            let list = self.multi.entry(value).or_default();
+            match list.iter_mut().find(|x| x.id == h.id) {
+                Some(x) => x.expires = x.expires.max(h.expires),
+                None => list.push(h),
+            }
+        }
+        if let Some(list) = self.multi.get(&value) {
+            if let Some(best) = latest(list) {
+                *slot = Slot {
+                    id: best.id,
+                    expires: best.expires,
+                    origin: best.origin,
+                    multi: true,
+                };
+            }
+        }
+    }
+
+    fn remove_holder(&mut self, value: &Value, id: i64) {
+        let Some(slot) = self.slot(value).copied() else {
+            return;
+        };
+        if !slot.multi {
+            if slot.id == id {
+                match value.as_v4_host() {
+                    Some(a) => self.v4.remove(&a),
+                    None => self.other.remove(value),
+                };
+            }
+            return; // another decision holds the value: a deleted id must not unban it
+        }
+        let Some(list) = self.multi.get_mut(value) else {
+            return;
+        };
+        list.retain(|h| h.id != id);
+        let remaining: Option<Slot> = match list.len() {
+            0 => None,
+            1 => {
+                let h = list[0];
+                Some(Slot {
+                    id: h.id,
+                    expires: h.expires,
+                    origin: h.origin,
+                    multi: false,
+                })
+            }
+            _ => latest(list).map(|h| Slot {
+                id: h.id,
+                expires: h.expires,
+                origin: h.origin,
+                multi: true,
+            }),
+        };
+        if remaining.is_none_or(|s| !s.multi) {
+            self.multi.remove(value);
+        }
+        match remaining {
+            Some(s) => {
+                if let Some(slot) = self.slot_mut(value) {
+                    *slot = s;
+                }
+            }
+            None => {
+                match value.as_v4_host() {
+                    Some(a) => self.v4.remove(&a),
+                    None => self.other.remove(value),
+                };
+            }
+        }
+    }
+}
+
+fn latest(list: &[Holder]) -> Option<Holder> {
+    list.iter()
+        .copied()
+        .reduce(|a, b| if b.expires > a.expires { b } else { a })
+}
+
+/// `ceil((now_ns + duration) / 1 s)`, clamped to the `u32` range.
+fn expires_secs(now_ns: u128, d: GoDuration) -> u32 {
+    let ns = now_ns + u128::try_from(d.as_nanos()).unwrap_or(0);
+    let s = ns.div_ceil(1_000_000_000);
+    u32::try_from(s).map_or(MAX_EXPIRES, |s| s.min(MAX_EXPIRES))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn v(s: &str) -> Value {
+        Value::parse(s).unwrap()
+    }
+
+    fn add(b: &mut Batch, value: &str, id: i64, secs: i64, origin: &str) {
+        b.push_add(BatchAdd {
+            value: v(value),
+            id,
+            duration: GoDuration::from_secs(secs),
+            origin: Label::new(origin),
+        });
+    }
+
+    fn del(b: &mut Batch, value: &str, id: i64) {
+        b.push_deleted(Deletion {
+            id,
+            value: v(value),
+        });
+    }
+
+    fn secs(t0: Instant, n: u64) -> Instant {
+        t0 + Duration::from_secs(n)
+    }
+
+    #[test]
+    fn adds_then_reports_added_with_expiry_and_origin() {
+        let t0 = Instant::now();
+        let mut c = DecisionCache::new(t0);
+        let mut b = Batch::new(true);
+        add(&mut b, "192.0.2.1", 1, 100, "cscli");
+        add(&mut b, "2001:DB8::1", 2, 50, "CAPI");
+        let ch = c.apply(&b, t0);
+        assert_eq!(
+            ch,
+            vec![
+                Change::Added {
+                    value: v("192.0.2.1"),
+                    expires_at: secs(t0, 100),
+                    origin: Label::new("cscli")
+                },
+                Change::Added {
+                    value: v("2001:db8::1"),
+                    expires_at: secs(t0, 50),
+                    origin: Label::new("CAPI")
+                },
+            ]
+        );
+        assert_eq!(c.len(), 2);
+        assert_eq!(c.origin(&v("192.0.2.1")).map(Label::as_str), Some("cscli"));
+        assert_eq!(c.next_expiry(), Some(secs(t0, 50)));
+    }
+
+    #[test]
+    fn deleting_one_id_keeps_a_value_another_decision_holds() {
+        let t0 = Instant::now();
+        let mut c = DecisionCache::new(t0);
+        let mut b = Batch::new(false);
+        add(&mut b, "192.0.2.1", 1, 100, "cscli");
+        add(&mut b, "192.0.2.1", 2, 200, "crowdsec");
+        c.apply(&b, t0);
+        assert_eq!(c.holders(&v("192.0.2.1")), 2);
+        let mut d = Batch::new(false);
+        del(&mut d, "192.0.2.1", 2);
+        let ch = c.apply(&d, t0);
+        // The longest went: the value stays, its end moves earlier.
+        assert_eq!(
+            ch,
+            vec![Change::ExpiryChanged {
+                value: v("192.0.2.1"),
+                expires_at: secs(t0, 100)
+            }]
+        );
+        assert_eq!(c.holders(&v("192.0.2.1")), 1);
+        assert!(c.multi.is_empty(), "side table shrinks back");
+        let mut d = Batch::new(false);
+        del(&mut d, "192.0.2.1", 1);
+        assert_eq!(
+            c.apply(&d, t0),
+            vec![Change::Removed {
+                value: v("192.0.2.1")
+            }]
+        );
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn deleting_an_unknown_id_on_a_banned_value_changes_nothing() {
+        let t0 = Instant::now();
+        let mut c = DecisionCache::new(t0);
+        let mut b = Batch::new(false);
+        add(&mut b, "10.0.0.0/8", 1, 100, "cscli");
+        c.apply(&b, t0);
+        let mut d = Batch::new(false);
+        del(&mut d, "10.0.0.0/8", 99);
+        del(&mut d, "10.1.2.3", 1); // wrong value, right id
+        assert_eq!(c.apply(&d, t0), vec![]);
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn deletes_are_idempotent() {
+        let t0 = Instant::now();
+        let mut c = DecisionCache::new(t0);
+        let mut b = Batch::new(false);
+        add(&mut b, "192.0.2.1", 1, 100, "cscli");
+        c.apply(&b, t0);
+        let mut d = Batch::new(false);
+        del(&mut d, "192.0.2.1", 1);
+        del(&mut d, "192.0.2.1", 1);
+        assert_eq!(
+            c.apply(&d, t0),
+            vec![Change::Removed {
+                value: v("192.0.2.1")
+            }]
+        );
+        assert_eq!(
+            c.apply(&d, t0),
+            vec![],
+            "the 2-second overlap repeats deletes"
+        );
+    }
+
+    #[test]
+    fn deletes_apply_before_adds_within_a_batch() {
+        let t0 = Instant::now();
+        let mut c = DecisionCache::new(t0);
+        let mut b = Batch::new(false);
+        add(&mut b, "192.0.2.1", 1, 100, "cscli");
+        c.apply(&b, t0);
+        // Chunked mode (1.7.8) sends new before deleted: a re-ban in the same response as the
+        // delete of the old decision must survive.
+        let mut b = Batch::new(false);
+        add(&mut b, "192.0.2.1", 2, 300, "cscli");
+        del(&mut b, "192.0.2.1", 1);
+        let ch = c.apply(&b, t0);
+        assert_eq!(
+            ch,
+            vec![Change::ExpiryChanged {
+                value: v("192.0.2.1"),
+                expires_at: secs(t0, 300)
+            }]
+        );
+        assert_eq!(c.holders(&v("192.0.2.1")), 1);
+    }
+
+    #[test]
+    fn a_delete_then_readd_of_an_absent_value_is_one_added() {
+        let t0 = Instant::now();
+        let mut c = DecisionCache::new(t0);
+        let mut b = Batch::new(false);
+        del(&mut b, "192.0.2.9", 5);
+        add(&mut b, "192.0.2.9", 6, 10, "x");
+        let ch = c.apply(&b, t0);
+        assert_eq!(ch.len(), 1);
+        assert!(matches!(ch[0], Change::Added { .. }));
+    }
+
+    #[test]
+    fn reinsert_with_later_expiry_extends_and_earlier_does_not_shorten() {
+        let t0 = Instant::now();
+        let mut c = DecisionCache::new(t0);
+        let mut b = Batch::new(false);
+        add(&mut b, "192.0.2.1", 1, 100, "CAPI");
+        c.apply(&b, t0);
+        // Same id re-sent later with more time left.
+        let mut b = Batch::new(false);
+        add(&mut b, "192.0.2.1", 1, 500, "CAPI");
+        assert_eq!(
+            c.apply(&b, t0),
+            vec![Change::ExpiryChanged {
+                value: v("192.0.2.1"),
+                expires_at: secs(t0, 500)
+            }]
+        );
+        // Community refresh: new id, later end.
+        let mut b = Batch::new(false);
+        add(&mut b, "192.0.2.1", 7, 900, "CAPI");
+        assert_eq!(
+            c.apply(&b, t0),
+            vec![Change::ExpiryChanged {
+                value: v("192.0.2.1"),
+                expires_at: secs(t0, 900)
+            }]
+        );
+        // A shorter decision does not shorten the ban.
+        let mut b = Batch::new(false);
+        add(&mut b, "192.0.2.1", 8, 10, "cscli");
+        assert_eq!(c.apply(&b, t0), vec![]);
+        assert_eq!(c.expires_at(&v("192.0.2.1")), Some(secs(t0, 900)));
+        assert_eq!(c.origin(&v("192.0.2.1")).map(Label::as_str), Some("CAPI"));
+    }
+
+    #[test]
+    fn shorter_decision_expiring_does_not_unban_early() {
+        let t0 = Instant::now();
+        let mut c = DecisionCache::new(t0);
+        let mut b = Batch::new(false);
+        add(&mut b, "192.0.2.1", 1, 10, "cscli");
+        add(&mut b, "192.0.2.1", 2, 100, "cscli");
+        c.apply(&b, t0);
+        assert_eq!(c.next_expiry(), Some(secs(t0, 10)));
+        assert_eq!(c.expire(secs(t0, 10)), vec![]);
+        assert_eq!(c.holders(&v("192.0.2.1")), 1);
+        assert_eq!(c.next_expiry(), Some(secs(t0, 100)));
+        assert_eq!(c.expire(secs(t0, 99)), vec![]);
+        assert_eq!(
+            c.expire(secs(t0, 100)),
+            vec![Change::Removed {
+                value: v("192.0.2.1")
+            }]
+        );
+        assert!(c.is_empty() && c.multi.is_empty());
+        assert_eq!(c.next_expiry(), None);
+    }
+
+    #[test]
+    fn sub_second_durations_round_up_and_non_positive_ones_are_ignored() {
+        let t0 = Instant::now();
+        let mut c = DecisionCache::new(t0);
+        let mut b = Batch::new(false);
+        b.push_add(BatchAdd {
+            value: v("192.0.2.1"),
+            id: 1,
+            duration: GoDuration::from_nanos(1),
+            origin: Label::new("a"),
+        });
+        b.push_add(BatchAdd {
+            value: v("192.0.2.2"),
+            id: 2,
+            duration: GoDuration::ZERO,
+            origin: Label::new("a"),
+        });
+        b.push_add(BatchAdd {
+            value: v("192.0.2.3"),
+            id: 3,
+            duration: GoDuration::from_secs(-5),
+            origin: Label::new("a"),
+        });
+        c.apply(&b, t0 + Duration::from_millis(1500));
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.expires_at(&v("192.0.2.1")), Some(secs(t0, 2)));
+    }
+
+    #[test]
+    fn expire_before_the_deadline_does_no_work() {
+        let t0 = Instant::now();
+        let mut c = DecisionCache::new(t0);
+        let mut b = Batch::new(false);
+        add(&mut b, "192.0.2.1", 1, 10, "a");
+        c.apply(&b, t0);
+        assert_eq!(c.expire(secs(t0, 9)), vec![]);
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn active_counts_split_by_origin_and_family() {
+        let t0 = Instant::now();
+        let mut c = DecisionCache::new(t0);
+        let mut b = Batch::new(true);
+        add(&mut b, "192.0.2.1", 1, 10, "CAPI");
+        add(&mut b, "192.0.2.2", 2, 10, "CAPI");
+        add(&mut b, "10.0.0.0/8", 3, 10, "CAPI");
+        add(&mut b, "2001:db8::1", 4, 10, "CAPI");
+        add(&mut b, "2001:db8::2", 5, 10, "lists:tor");
+        c.apply(&b, t0);
+        let got: Vec<_> = c
+            .active_counts()
+            .into_iter()
+            .map(|a| (a.origin.to_string(), a.ipv6, a.count))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("CAPI".into(), false, 3),
+                ("CAPI".into(), true, 1),
+                ("lists:tor".into(), true, 1)
+            ]
+        );
+        assert_eq!(c.iter().count(), 5);
+    }
+
+    #[test]
+    fn slot_is_16_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 16);
+        assert_eq!(std::mem::size_of::<(Ipv4Addr, Slot)>(), 24);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Add { ip: u8, id: u8, secs: u16 },
+        Del { ip: u8, id: u8 },
+        Tick(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..6, 0u8..8, 1u16..50).prop_map(|(ip, id, secs)| Op::Add { ip, id, secs }),
+            (0u8..6, 0u8..8).prop_map(|(ip, id)| Op::Del { ip, id }),
+            (0u16..30).prop_map(Op::Tick),
+        ]
+    }
+
+    proptest! {
+        /// Against a naive model (a list of (value, id, end) triples), the cache bans exactly the
+        /// values some live decision holds, with the latest end, and its change sets replay to the
+        /// same state.
+        #[test]
+        fn matches_a_naive_model(ops in proptest::collection::vec(op(), 1..60)) {
+            let t0 = Instant::now();
+            let mut c = DecisionCache::new(t0);
+            let mut model: HashMap<(u8, u8), u64> = HashMap::new(); // (ip, id) -> end
+            let mut replay: HashMap<Value, Instant> = HashMap::new();
+            let mut now = 0u64;
+            let val = |ip: u8| if ip % 2 == 0 { v(&format!("192.0.2.{ip}")) } else { v(&format!("2001:db8::{ip}")) };
+            for op in ops {
+                let changes = match op {
+                    Op::Add { ip, id, secs: s } => {
+                        let mut b = Batch::new(false);
+                        b.push_add(BatchAdd { value: val(ip), id: i64::from(id), duration: GoDuration::from_secs(i64::from(s)), origin: Label::new("o") });
+                        let e = model.entry((ip, id)).or_insert(0);
+                        *e = (*e).max(now + u64::from(s));
+                        c.apply(&b, secs(t0, now))
+                    }
+                    Op::Del { ip, id } => {
+                        let mut b = Batch::new(false);
+                        b.push_deleted(Deletion { id: i64::from(id), value: val(ip) });
+                        model.remove(&(ip, id));
+                        c.apply(&b, secs(t0, now))
+                    }
+                    Op::Tick(s) => {
+                        now += u64::from(s);
+                        model.retain(|_, end| *end > now);
+                        c.expire(secs(t0, now))
+                    }
+                };
+                let mut seen = std::collections::HashSet::new();
+                for ch in changes {
+                    match ch {
+                        Change::Added { value, expires_at, .. } => {
+                            prop_assert!(seen.insert(value));
+                            prop_assert!(replay.insert(value, expires_at).is_none());
+                        }
+                        Change::ExpiryChanged { value, expires_at } => {
+                            prop_assert!(seen.insert(value));
+                            prop_assert!(replay.insert(value, expires_at).is_some());
+                        }
+                        Change::Removed { value } => {
+                            prop_assert!(seen.insert(value));
+                            prop_assert!(replay.remove(&value).is_some());
+                        }
+                    }
+                }
+                // Expire is lazy by design only for holders that are not the latest; compare
+                // after forcing expiry at `now`.
+                let late = c.expire(secs(t0, now));
+                for ch in late {
+                    if let Change::Removed { value } = ch { replay.remove(&value); }
+                }
+                let mut want: HashMap<Value, u64> = HashMap::new();
+                for ((ip, _), end) in &model {
+                    let e = want.entry(val(*ip)).or_insert(0);
+                    *e = (*e).max(*end);
+                }
+                prop_assert_eq!(c.len(), want.len());
+                for (value, end) in &want {
+                    prop_assert_eq!(c.expires_at(value), Some(secs(t0, *end)));
+                    prop_assert_eq!(replay.get(value).copied(), Some(secs(t0, *end)));
+                }
+                prop_assert_eq!(replay.len(), want.len());
+            }
+        }
+    }
+}

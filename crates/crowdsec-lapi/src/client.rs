@@ -1,0 +1,699 @@
+//! The thin I/O shell: HTTP/1.1 (hyper 1) over TCP or rustls, one kept-alive connection.
+//!
+//! Endpoints used (`crowdsec-lapi.md` §1, §3): `GET /v1/decisions/stream`, `GET /health`,
+//! `POST /v1/usage-metrics`. Never `HEAD` on the stream (1.4.6 advances the cursor and the delta is
+//! lost) and never live `GET /v1/decisions` with the stream key (it moves the same cursor).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CONTENT_TYPE, HOST, HeaderValue, USER_AGENT};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::cache::Batch;
+use crate::config::{ConfigError, LapiConfig, tls_config};
+use crate::decision::Interner;
+use crate::metrics::UsageMetrics;
+use crate::stream_parser::{DecisionStream, ParseError, StreamEvent, StreamParser, StreamStats};
+
+/// A request to LAPI failed. The caller keeps its previous state and retries with a
+/// [`Backoff`](crate::Backoff). Messages never contain the API key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LapiError {
+    /// TCP connect failed.
+    #[error("cannot connect to LAPI at {addr}: {source}")]
+    Connect {
+        /// `host:port`.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed (certificate not trusted, client certificate refused, …).
+    #[error("TLS handshake with LAPI {server} failed: {source}")]
+    Tls {
+        /// Server name used for verification.
+        server: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A phase took longer than its limit.
+    #[error("LAPI {phase} timed out after {after:?}")]
+    Timeout {
+        /// `connect`, `response headers` or `response body`.
+        phase: &'static str,
+        /// The limit.
+        after: Duration,
+    },
+    /// HTTP protocol error (connection reset, bad framing, body cut short).
+    #[error("HTTP error talking to LAPI: {0}")]
+    Http(#[from] hyper::Error),
+    /// LAPI answered with an unexpected status.
+    #[error("LAPI {endpoint} answered {status}, expected {expected}: {message}{hint}",
+        hint = if *status == 401 || *status == 403 { " (check the API key or client certificate)" } else { "" })]
+    Status {
+        /// The path called.
+        endpoint: &'static str,
+        /// The status wanted.
+        expected: u16,
+        /// The status received.
+        status: u16,
+        /// LAPI's `message`, or the start of the body (≤ 256 bytes).
+        message: String,
+    },
+    /// The stream body is malformed or truncated: nothing from it was applied.
+    #[error("LAPI stream body rejected: {0}")]
+    Parse(#[from] ParseError),
+}
+
+impl LapiError {
+    /// True for 401/403: a wrong key or refused certificate; retrying will not help.
+    pub fn is_auth(&self) -> bool {
+        matches!(
+            self,
+            LapiError::Status {
+                status: 401 | 403,
+                ..
+            }
+        )
+    }
+}
+
+/// Outcome of [`LapiClient::push_usage_metrics`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsOutcome {
+    /// LAPI accepted the payload (201).
+    Sent,
+    /// LAPI is older than 1.6.3 (404). Logged once; later calls return this without a request.
+    Unsupported,
+}
+
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// A LAPI bouncer client.
+///
+/// Call order: [`poll`](Self::poll) every update interval (the first is `startup=true`), apply the
+/// returned [`Batch`] to a [`DecisionCache`](crate::DecisionCache); on error keep the cache, wait
+/// [`Backoff::next_delay`](crate::Backoff::next_delay) and poll again.
+/// [`push_usage_metrics`](Self::push_usage_metrics) every ≥ 15 minutes.
+pub struct LapiClient {
+    host: String,
+    port: u16,
+    host_header: HeaderValue,
+    base_path: String,
+    tls: Option<(TlsConnector, rustls_pki_types::ServerName<'static>)>,
+    api_key: Option<HeaderValue>,
+    user_agent: HeaderValue,
+    filter_query: String,
+    types: Vec<String>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    max_element: usize,
+    conn: Option<SendRequest<Full<Bytes>>>,
+    interner: Interner,
+    needs_startup: bool,
+    metrics_supported: bool,
+}
+
+impl std::fmt::Debug for LapiClient {
+    /// Shows where and how the client connects; never the API key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LapiClient")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("base_path", &self.base_path)
+            .field("tls", &self.tls.is_some())
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("filter_query", &self.filter_query)
+            .field("types", &self.types)
+            .field("needs_startup", &self.needs_startup)
+            .field("metrics_supported", &self.metrics_supported)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Characters kept as-is in a query value; `,` separates list items for LAPI.
+fn encode_query_value(s: &str, out: &mut String) {
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b',') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+impl LapiClient {
+    /// Checks the configuration and prepares TLS. Does not connect.
+    pub fn new(cfg: LapiConfig) -> Result<Self, ConfigError> {
+        let invalid = |reason: &str| ConfigError::InvalidUrl {
+            url: cfg.url.clone(),
+            reason: reason.into(),
+        };
+        let uri: http::Uri = cfg
+            .url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
+        let scheme = uri
+            .scheme_str()
+            .ok_or_else(|| invalid("missing scheme"))?
+            .to_ascii_lowercase();
+        let https = match scheme.as_str() {
+            "http" => false,
+            "https" => true,
+            _ => return Err(ConfigError::UnsupportedScheme { scheme }),
+        };
+        let authority = uri.authority().ok_or_else(|| invalid("missing host"))?;
+        if authority.as_str().contains('@') {
+            return Err(invalid("credentials in the URL are not supported"));
+        }
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        if host.is_empty() {
+            return Err(invalid("missing host"));
+        }
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let host_header = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| invalid("host is not a valid header"))?;
+        let mut base_path = uri.path().trim_end_matches('/').to_owned();
+        if uri.query().is_some() {
+            return Err(invalid("a query string is not allowed"));
+        }
+        if base_path == "/" {
+            base_path.clear();
+        }
+
+        let has_cert = cfg.client_cert.is_some() || cfg.client_key.is_some();
+        if has_cert && !https {
+            return Err(ConfigError::CertNeedsHttps {
+                url: cfg.url.clone(),
+            });
+        }
+        if !has_cert && cfg.api_key.is_none() {
+            return Err(ConfigError::NoCredentials);
+        }
+        let api_key = match (&cfg.api_key, has_cert) {
+            (Some(k), false) => {
+                let mut v =
+                    HeaderValue::from_str(k.expose()).map_err(|_| ConfigError::InvalidApiKey)?;
+                if k.expose().is_empty() {
+                    return Err(ConfigError::InvalidApiKey);
+                }
+                v.set_sensitive(true);
+                Some(v)
+            }
+            (Some(_), true) => {
+                // A presented certificate takes precedence on LAPI's side anyway (§2).
+                tracing::info!("client certificate configured: the API key is not sent");
+                None
+            }
+            (None, _) => None,
+        };
+        if cfg.version.is_empty()
+            || !cfg
+                .version
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'/')
+        {
+            return Err(ConfigError::InvalidVersion {
+                version: cfg.version.clone(),
+            });
+        }
+        let ua = format!("tikban/v{}", cfg.version.trim_start_matches('v'));
+        let user_agent = HeaderValue::from_str(&ua).map_err(|_| ConfigError::InvalidVersion {
+            version: cfg.version.clone(),
+        })?;
+        if cfg.connect_timeout.is_zero() {
+            return Err(ConfigError::ZeroTimeout { which: "connect" });
+        }
+        if cfg.request_timeout.is_zero() {
+            return Err(ConfigError::ZeroTimeout { which: "request" });
+        }
+        let tls = if https {
+            let config = tls_config(&cfg)?;
+            let name = match host.parse::<IpAddr>() {
+                Ok(ip) => rustls_pki_types::ServerName::IpAddress(ip.into()),
+                Err(_) => rustls_pki_types::ServerName::try_from(host.clone())
+                    .map_err(|_| invalid("host is not a valid TLS server name"))?,
+            };
+            Some((TlsConnector::from(Arc::new(config)), name))
+        } else {
+            None
+        };
+
+        let mut filter_query = String::new();
+        for (k, list) in [
+            ("scopes", &cfg.scopes),
+            ("origins", &cfg.origins),
+            ("scenarios_containing", &cfg.scenarios_containing),
+            ("scenarios_not_containing", &cfg.scenarios_not_containing),
+        ] {
+            let items: Vec<&str> = list
+                .iter()
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .collect();
+            if items.is_empty() {
+                continue;
+            }
+            filter_query.push('&');
+            filter_query.push_str(k);
+            filter_query.push('=');
+            encode_query_value(&items.join(","), &mut filter_query);
+        }
+        Ok(LapiClient {
+            host,
+            port,
+            host_header,
+            base_path,
+            tls,
+            api_key,
+            user_agent,
+            filter_query,
+            types: cfg
+                .decision_types
+                .iter()
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect(),
+            connect_timeout: cfg.connect_timeout,
+            request_timeout: cfg.request_timeout,
+            max_element: cfg.max_element_bytes,
+            conn: None,
+            interner: Interner::default(),
+            needs_startup: true,
+            metrics_supported: true,
+        })
+    }
+
+    /// True when the next [`poll`](Self::poll) asks for `startup=true`: the first poll, and the
+    /// first after any failed poll (1.4.6 advances the cursor before writing the body, §3, so a
+    /// failed delta may be lost for good; a snapshot re-syncs).
+    pub fn next_poll_is_startup(&self) -> bool {
+        self.needs_startup
+    }
+
+    /// Forces the next poll to be a `startup=true` snapshot (e.g. after a router reboot).
+    pub fn force_startup(&mut self) {
+        self.needs_startup = true;
+    }
+
+    /// Polls the stream and returns the whole response as a compact [`Batch`]: `deleted` and
+    /// `new` decisions, canonicalised, `new` filtered by decision type. Returns `Ok` only after
+    /// the body parsed to its end; a failed or truncated response is an `Err` and nothing of it
+    /// can reach the cache.
+    pub async fn poll(&mut self) -> Result<Batch, LapiError> {
+        let startup = self.needs_startup;
+        let mut batch = Batch::new(startup);
+        let mut interner = std::mem::take(&mut self.interner);
+        let types = std::mem::take(&mut self.types);
+        let result = self
+            .poll_each(startup, &mut |ev| match ev {
+                StreamEvent::Deleted(d) => batch.push_deleted(d),
+                StreamEvent::New(d) => {
+                    if types.is_empty()
+                        || types
+                            .iter()
+                            .any(|t| d.kind.as_str().eq_ignore_ascii_case(t))
+                    {
+                        batch.push_new(d, &mut interner);
+                    } else {
+                        batch.count_filtered();
+                    }
+                }
+            })
+            .await;
+        self.interner = interner;
+        self.types = types;
+        match result {
+            Ok(stats) => {
+                self.needs_startup = false;
+                batch.set_stats(stats);
+                tracing::debug!(
+                    startup,
+                    new = stats.new,
+                    deleted = stats.deleted,
+                    skipped = stats.skipped,
+                    bytes = stats.bytes,
+                    "LAPI stream polled"
+                );
+                Ok(batch)
+            }
+            Err(e) => {
+                self.needs_startup = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// The streaming primitive under [`poll`](Self::poll): `sink` sees every decoded element as
+    /// the body arrives, unfiltered, before the response is known to be complete. A caller using
+    /// it directly must buffer and apply only after `Ok` (as `poll` does). Does not change the
+    /// startup/delta mode.
+    pub async fn poll_each(
+        &mut self,
+        startup: bool,
+        sink: &mut impl FnMut(StreamEvent),
+    ) -> Result<StreamStats, LapiError> {
+        let path = format!(
+            "{}/v1/decisions/stream?{}{}",
+            self.base_path,
+            if startup {
+                "startup=true"
+            } else {
+                "startup=false"
+            },
+            self.filter_query
+        );
+        let resp = self.send(Method::GET, &path, Bytes::new(), true).await?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if status != StatusCode::OK {
+            let message = self.read_error_body(&mut body).await;
+            self.conn = None;
+            return Err(LapiError::Status {
+                endpoint: "/v1/decisions/stream",
+                expected: 200,
+                status: status.as_u16(),
+                message,
+            });
+        }
+        let mut interner = std::mem::take(&mut self.interner);
+        let result = async {
+            let mut stream =
+                DecisionStream::with_parser(StreamParser::new(self.max_element), &mut interner);
+            loop {
+                let frame = match tokio::time::timeout(self.request_timeout, body.frame()).await {
+                    Err(_) => {
+                        return Err(LapiError::Timeout {
+                            phase: "response body",
+                            after: self.request_timeout,
+                        });
+                    }
+                    Ok(None) => break,
+                    Ok(Some(f)) => f?,
+                };
+                if let Ok(data) = frame.into_data() {
+                    stream.feed(&data, sink)?;
+                }
+            }
+            Ok(stream.finish()?)
+        }
+        .await;
+        self.interner = interner;
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    /// `GET /health` (no auth, leaves the stream cursor alone): `Ok` on 200.
+    pub async fn health(&mut self) -> Result<(), LapiError> {
+        let resp = self
+            .send(Method::GET, "/health", Bytes::new(), false)
+            .await?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        let message = self.read_error_body(&mut body).await;
+        if status == StatusCode::OK {
+            Ok(())
+        } else {
+            self.conn = None;
+            Err(LapiError::Status {
+                endpoint: "/health",
+                expected: 200,
+                status: status.as_u16(),
+                message,
+            })
+        }
+    }
+
+    /// `POST /v1/usage-metrics`. A 404 (LAPI < 1.6.3) is logged once and disables the feature.
+    pub async fn push_usage_metrics(
+        &mut self,
+        metrics: &UsageMetrics,
+    ) -> Result<MetricsOutcome, LapiError> {
+        if !self.metrics_supported {
+            return Ok(MetricsOutcome::Unsupported);
+        }
+        let path = format!("{}/v1/usage-metrics", self.base_path);
+        let resp = self
+            .send(Method::POST, &path, Bytes::from(metrics.to_json()), true)
+            .await?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        let message = self.read_error_body(&mut body).await;
+        match status {
+            StatusCode::CREATED | StatusCode::OK => Ok(MetricsOutcome::Sent),
+            StatusCode::NOT_FOUND => {
+                tracing::warn!(
+                    "LAPI has no usage-metrics endpoint (older than 1.6.3?): usage metrics disabled"
+                );
+                self.metrics_supported = false;
+                Ok(MetricsOutcome::Unsupported)
+            }
+            _ => {
+                self.conn = None;
+                Err(LapiError::Status {
+                    endpoint: "/v1/usage-metrics",
+                    expected: 201,
+                    status: status.as_u16(),
+                    message,
+                })
+            }
+        }
+    }
+
+    // === internals ===
+
+    /// Reads at most a few KiB of an error body and extracts LAPI's `message`.
+    async fn read_error_body(&self, body: &mut hyper::body::Incoming) -> String {
+        let mut buf = Vec::new();
+        while buf.len() < 4096 {
+            match tokio::time::timeout(self.request_timeout, body.frame()).await {
+                Ok(Some(Ok(f))) => {
+                    if let Ok(d) = f.into_data() {
+                        buf.extend_from_slice(&d[..d.len().min(4096 - buf.len())]);
+                    }
+                }
+                _ => break,
+            }
+        }
+        #[derive(serde::Deserialize)]
+        struct ErrorBody {
+            message: String,
+        }
+        let text = match serde_json::from_slice::<ErrorBody>(&buf) {
+            Ok(e) => e.message,
+            Err(_) => String::from_utf8_lossy(&buf).into_owned(),
+        };
+        let mut end = text.len().min(256);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text[..end].to_owned()
+    }
+
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        auth: bool,
+    ) -> Result<http::Response<hyper::body::Incoming>, LapiError> {
+        let is_post = method == Method::POST;
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, self.host_header.clone())
+            .header(USER_AGENT, self.user_agent.clone())
+            .header(ACCEPT, HeaderValue::from_static("application/json"));
+        if is_post {
+            builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        if auth {
+            if let Some(k) = &self.api_key {
+                builder = builder.header("X-Api-Key", k.clone());
+            }
+        }
+        let req = builder
+            .body(Full::new(body))
+            .map_err(|_| LapiError::Status {
+                endpoint: "request",
+                expected: 0,
+                status: 0,
+                message: format!("cannot build a request for path {path:?}"),
+            })?;
+
+        // Reuse the kept-alive connection unless the server closed it; on any error it is
+        // dropped (not put back) and the next request reconnects.
+        let mut sender = match self.conn.take() {
+            Some(c) if !c.is_closed() => c,
+            _ => self.connect().await?,
+        };
+        let sent = async {
+            sender.ready().await?;
+            sender.send_request(req).await
+        };
+        match tokio::time::timeout(self.request_timeout, sent).await {
+            Ok(Ok(resp)) => {
+                self.conn = Some(sender);
+                Ok(resp)
+            }
+            Ok(Err(e)) => Err(LapiError::Http(e)),
+            Err(_) => Err(LapiError::Timeout {
+                phase: "response headers",
+                after: self.request_timeout,
+            }),
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, LapiError> {
+        let addr = if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        };
+        let fut = async {
+            let tcp = TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(|source| LapiError::Connect {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            let _ = tcp.set_nodelay(true);
+            let io: Box<dyn Io> = match &self.tls {
+                None => Box::new(tcp),
+                Some((connector, name)) => Box::new(
+                    connector
+                        .connect(name.clone(), tcp)
+                        .await
+                        .map_err(|source| LapiError::Tls {
+                            server: self.host.clone(),
+                            source,
+                        })?,
+                ),
+            };
+            // A 64 KiB read buffer instead of hyper's adaptive ~400 KiB: body chunks are consumed
+            // at once by the parser, so a bigger buffer only raises the memory peak.
+            let (sender, conn) = hyper::client::conn::http1::Builder::new()
+                .max_buf_size(64 * 1024)
+                .handshake(TokioIo::new(io))
+                .await?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(cause = %e, "LAPI connection closed");
+                }
+            });
+            Ok(sender)
+        };
+        match tokio::time::timeout(self.connect_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(LapiError::Timeout {
+                phase: "connect",
+                after: self.connect_timeout,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn client(url: &str) -> Result<LapiClient, ConfigError> {
+        LapiClient::new(LapiConfig::new(url).with_api_key("k3y"))
+    }
+
+    #[test]
+    fn accepts_http_and_https_urls_with_prefixes() {
+        let c = client("http://127.0.0.1:8080/").unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.base_path.as_str()),
+            ("127.0.0.1", 8080, "")
+        );
+        let c = client("https://lapi.example/crowdsec/").unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.base_path.as_str()),
+            ("lapi.example", 443, "/crowdsec")
+        );
+        let c = client("http://[::1]:81").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("::1", 81));
+    }
+
+    #[test]
+    fn rejects_bad_urls_and_credentials() {
+        assert!(matches!(
+            client("ftp://x"),
+            Err(ConfigError::UnsupportedScheme { .. })
+        ));
+        assert!(client("localhost:8080").is_err());
+        assert!(matches!(
+            client("http://u:p@x/"),
+            Err(ConfigError::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            LapiClient::new(LapiConfig::new("http://x")),
+            Err(ConfigError::NoCredentials)
+        ));
+        let mut cfg = LapiConfig::new("http://x");
+        cfg.api_key = Some(Secret::new("bad\nkey-secret"));
+        let e = LapiClient::new(cfg).unwrap_err();
+        assert!(matches!(e, ConfigError::InvalidApiKey));
+        assert!(!e.to_string().contains("secret"));
+        let mut cfg = LapiConfig::new("http://x").with_api_key("k");
+        cfg.client_cert = Some(crate::PemSource::Inline("x".into()));
+        assert!(matches!(
+            LapiClient::new(cfg),
+            Err(ConfigError::CertNeedsHttps { .. })
+        ));
+        let mut cfg = LapiConfig::new("http://x").with_api_key("k");
+        cfg.version = "1.0/extra".into();
+        assert!(matches!(
+            LapiClient::new(cfg),
+            Err(ConfigError::InvalidVersion { .. })
+        ));
+    }
+
+    #[test]
+    fn user_agent_is_exactly_type_slash_version() {
+        let c = client("http://x").unwrap();
+        assert_eq!(
+            c.user_agent.to_str().unwrap(),
+            format!("tikban/v{}", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(c.user_agent.to_str().unwrap().matches('/').count(), 1);
+    }
+
+    #[test]
+    fn filters_become_encoded_query_parameters() {
+        let mut cfg = LapiConfig::new("http://x").with_api_key("k");
+        cfg.origins = vec!["crowdsec".into(), "lists".into()];
+        cfg.scenarios_containing = vec!["ssh bf".into()];
+        cfg.scenarios_not_containing = vec!["a&b".into()];
+        let c = LapiClient::new(cfg).unwrap();
+        assert_eq!(
+            c.filter_query,
+            "&scopes=ip,range&origins=crowdsec,lists&scenarios_containing=ssh%20bf&scenarios_not_containing=a%26b"
+        );
+    }
+
+    #[test]
+    fn api_key_header_is_sensitive_and_debug_hides_it() {
+        let c = client("http://x").unwrap();
+        assert!(c.api_key.as_ref().unwrap().is_sensitive());
+        assert!(!format!("{c:?}").contains("k3y"));
+    }
+}
