@@ -23,7 +23,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crowdsec_lapi::{Change, DecisionCache, Value};
+use crowdsec_lapi::{Change, DecisionCache, Label, Value};
 
 /// The longest timeout RouterOS accepts: `35w3d13:13:56` (`routeros-api.md` §9).
 pub const MAX_TIMEOUT_SECS: u64 = 21_474_836;
@@ -98,8 +98,9 @@ pub enum Op {
         value: Value,
         /// Timeout in whole seconds, already clamped.
         timeout: u64,
-        /// The comment (prefix and origin).
-        comment: String,
+        /// The origin, for the comment ([`Engine::comment`]); shared, not copied, so a 100k cold
+        /// sync holds no 100k comment strings.
+        origin: Label,
     },
     /// `remove =.id=`.
     Remove {
@@ -292,6 +293,41 @@ pub struct Engine {
     /// The router state is unknown (a connection broke mid-command): reconcile before trusting
     /// `held` again.
     stale: bool,
+    /// A reconcile in progress.
+    building: Option<Building>,
+}
+
+/// A family's view being rebuilt from streamed rows.
+#[derive(Debug)]
+struct Building {
+    family: Family,
+    held: HashMap<Value, Held>,
+    ops: Vec<Op>,
+}
+
+fn secs_since(epoch: Instant, t: Instant) -> u32 {
+    u32::try_from(t.saturating_duration_since(epoch).as_secs()).unwrap_or(u32::MAX - 1)
+}
+
+/// The comment of a new entry: the prefix and the origin, in plain ASCII (RouterOS declares no
+/// charset, `routeros-api.md` §7).
+pub fn comment(prefix: &str, origin: &str) -> String {
+    let origin: String = origin
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if origin.is_empty() {
+        prefix.to_owned()
+    } else {
+        format!("{prefix} {origin}")
+    }
 }
 
 fn clamp_secs(d: Duration) -> u64 {
@@ -310,6 +346,7 @@ impl Engine {
             held: [HashMap::new(), HashMap::new()],
             retry: HashSet::new(),
             stale: true,
+            building: None,
         }
     }
 
@@ -349,26 +386,16 @@ impl Engine {
     /// The comment of a new entry: the prefix and the origin, in plain ASCII (RouterOS declares
     /// no charset, `routeros-api.md` §7).
     pub fn comment(&self, origin: &str) -> String {
-        let origin: String = origin
-            .chars()
-            .take(64)
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '_' | '-') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        if origin.is_empty() {
-            self.config.prefix.clone()
-        } else {
-            format!("{} {origin}", self.config.prefix)
-        }
+        comment(&self.config.prefix, origin)
+    }
+
+    /// The comment prefix.
+    pub fn prefix(&self) -> &str {
+        &self.config.prefix
     }
 
     fn secs(&self, t: Instant) -> u32 {
-        u32::try_from(t.saturating_duration_since(self.epoch).as_secs()).unwrap_or(u32::MAX - 1)
+        secs_since(self.epoch, t)
     }
 
     fn instant(&self, secs: u32) -> Instant {
@@ -379,7 +406,7 @@ impl Engine {
         self.list(Family::of(value)).is_some()
     }
 
-    fn add_op(&mut self, value: Value, expires_at: Instant, origin: &str, now: Instant) -> Op {
+    fn add_op(&mut self, value: Value, expires_at: Instant, origin: Label, now: Instant) -> Op {
         let timeout = clamp_secs(expires_at.saturating_duration_since(now));
         let held = Held {
             id: None,
@@ -391,7 +418,7 @@ impl Engine {
         Op::Add {
             value,
             timeout,
-            comment: self.comment(origin),
+            origin,
         }
     }
 
@@ -421,7 +448,7 @@ impl Engine {
                         continue;
                     }
                     self.retry.remove(value);
-                    ops.push(self.add_op(*value, *expires_at, origin.as_str(), now));
+                    ops.push(self.add_op(*value, *expires_at, origin.clone(), now));
                 }
                 Change::Removed { value } => {
                     self.retry.remove(value);
@@ -493,8 +520,11 @@ impl Engine {
         for value in retry {
             match (cache.expires_at(&value), self.held(&value).copied()) {
                 (Some(expires_at), None) => {
-                    let origin = cache.origin(&value).map(|l| l.as_str().to_owned());
-                    ops.push(self.add_op(value, expires_at, origin.as_deref().unwrap_or(""), now));
+                    let origin = cache
+                        .origin(&value)
+                        .cloned()
+                        .unwrap_or_else(|| Label::new(""));
+                    ops.push(self.add_op(value, expires_at, origin, now));
                 }
                 (None, Some(_)) => ops.extend(self.plan_removal(&value)),
                 _ => {}
@@ -506,6 +536,8 @@ impl Engine {
 
     /// Rebuilds the view of one family from a full print of its list, and returns the ops that
     /// make the router equal to the cache. An entry already present is never rewritten here.
+    /// Convenience for [`Engine::begin_reconcile`], [`Engine::reconcile_row`] per row, and
+    /// [`Engine::finish_reconcile`].
     pub fn reconcile(
         &mut self,
         family: Family,
@@ -513,72 +545,109 @@ impl Engine {
         cache: &DecisionCache,
         now: Instant,
     ) -> Vec<Op> {
-        let mut ops = Vec::new();
-        let mut held: HashMap<Value, Held> = HashMap::new();
+        self.begin_reconcile(family);
         for row in rows {
-            let owned = self.is_owned(row.comment.as_deref());
-            let value = Value::parse(&row.address)
-                .ok()
-                .filter(|v| Family::of(v) == family);
-            let id = RouterId::parse(&row.id);
-            match (value, owned) {
-                (Some(v), false) => {
-                    // Someone else's entry: only worth remembering when it enforces a ban.
-                    if cache.expires_at(&v).is_some() {
-                        held.insert(
+            self.reconcile_row(row, cache, now);
+        }
+        self.finish_reconcile(cache, now)
+    }
+
+    /// Starts rebuilding one family's view. Rows then stream in one at a time, so a 100k-entry
+    /// print is never held whole.
+    pub fn begin_reconcile(&mut self, family: Family) {
+        self.building = Some(Building {
+            family,
+            held: HashMap::new(),
+            ops: Vec::new(),
+        });
+    }
+
+    /// Takes one printed row of the family being rebuilt.
+    pub fn reconcile_row(&mut self, row: RouterRow, cache: &DecisionCache, now: Instant) {
+        let owned = self.is_owned(row.comment.as_deref());
+        let epoch = self.epoch;
+        let Some(b) = self.building.as_mut() else {
+            return;
+        };
+        let family = b.family;
+        let value = Value::parse(&row.address)
+            .ok()
+            .filter(|v| Family::of(v) == family);
+        let id = RouterId::parse(&row.id);
+        let expires = match row.timeout {
+            Some(t) => secs_since(epoch, now + t),
+            None => u32::MAX,
+        };
+        match (value, owned) {
+            (Some(v), false) => {
+                // Someone else's entry: only worth remembering when it enforces a ban, and never
+                // in place of one of ours.
+                if cache.expires_at(&v).is_some() && !b.held.get(&v).is_some_and(|h| h.owned) {
+                    b.held.insert(
+                        v,
+                        Held {
+                            id,
+                            expires: u32::MAX,
+                            owned: false,
+                            pending: false,
+                        },
+                    );
+                }
+            }
+            (None, false) => {}
+            (v, true) => {
+                let wanted = v.filter(|v| cache.expires_at(v).is_some());
+                let duplicate = wanted.is_some_and(|v| b.held.get(&v).is_some_and(|h| h.owned));
+                match (wanted, id) {
+                    (Some(v), Some(id)) if !duplicate => {
+                        b.held.insert(
                             v,
                             Held {
-                                id,
-                                expires: u32::MAX,
-                                owned: false,
+                                id: Some(id),
+                                expires,
+                                owned: true,
                                 pending: false,
                             },
                         );
                     }
-                }
-                (None, false) => {}
-                (v, true) => {
-                    let wanted = v.filter(|v| cache.expires_at(v).is_some());
-                    let duplicate = wanted.is_some_and(|v| held.get(&v).is_some_and(|h| h.owned));
-                    match (wanted, id) {
-                        (Some(v), Some(id)) if !duplicate => {
-                            let expires = match row.timeout {
-                                Some(t) => self.secs(now + t),
-                                None => u32::MAX,
-                            };
-                            held.insert(
-                                v,
-                                Held {
-                                    id: Some(id),
-                                    expires,
-                                    owned: true,
-                                    pending: false,
-                                },
-                            );
-                        }
-                        // Ours but not wanted, unparseable, or a second copy: remove it.
-                        (_, Some(id)) => {
-                            let value = v.unwrap_or_else(|| Value::from_ip([0, 0, 0, 0].into()));
-                            ops.push(Op::Remove { value, id });
-                        }
-                        (_, None) => {
-                            tracing::warn!(id = %row.id, "owned entry with an unreadable .id left alone");
-                        }
+                    // Ours but not wanted, unparseable, or a second copy: remove it.
+                    (_, Some(id)) => {
+                        let value = v.unwrap_or_else(|| match family {
+                            Family::V4 => Value::from_ip(std::net::Ipv4Addr::UNSPECIFIED.into()),
+                            Family::V6 => Value::from_ip(std::net::Ipv6Addr::UNSPECIFIED.into()),
+                        });
+                        b.ops.push(Op::Remove { value, id });
+                    }
+                    (_, None) => {
+                        tracing::warn!(id = %row.id, "owned entry with an unreadable .id left alone");
                     }
                 }
             }
         }
+    }
+
+    /// Ends the rebuild: installs the new view and returns the ops (removals of unwanted owned
+    /// entries, adds of missing values).
+    pub fn finish_reconcile(&mut self, cache: &DecisionCache, now: Instant) -> Vec<Op> {
+        let Some(Building {
+            family,
+            held,
+            mut ops,
+        }) = self.building.take()
+        else {
+            return Vec::new();
+        };
         self.held[family.index()] = held;
         if self.list(family).is_some() {
-            let missing: Vec<(Value, Instant, String)> = cache
+            let missing: Vec<(Value, Instant, Label)> = cache
                 .iter()
                 .filter(|(v, _, _)| {
                     Family::of(v) == family && !self.held[family.index()].contains_key(v)
                 })
-                .map(|(v, e, o)| (v, e, o.as_str().to_owned()))
+                .map(|(v, e, o)| (v, e, o.clone()))
                 .collect();
             for (value, expires_at, origin) in missing {
-                ops.push(self.add_op(value, expires_at, &origin, now));
+                ops.push(self.add_op(value, expires_at, origin, now));
             }
         }
         self.retry.retain(|v| Family::of(v) != family);
@@ -645,13 +714,11 @@ impl Engine {
                 self.forget(&value);
                 if let Some(expires_at) = wanted {
                     // Banned again while the remove was in flight.
-                    let origin = cache.origin(&value).map(|l| l.as_str().to_owned());
-                    follow.push(self.add_op(
-                        value,
-                        expires_at,
-                        origin.as_deref().unwrap_or(""),
-                        now,
-                    ));
+                    let origin = cache
+                        .origin(&value)
+                        .cloned()
+                        .unwrap_or_else(|| Label::new(""));
+                    follow.push(self.add_op(value, expires_at, origin, now));
                 }
             }
             (Op::Refresh { timeout, .. }, Outcome::Done(_)) => {
@@ -664,13 +731,11 @@ impl Engine {
             (Op::Refresh { .. }, Outcome::NoSuchItem) => {
                 self.forget(&value);
                 if let Some(expires_at) = wanted {
-                    let origin = cache.origin(&value).map(|l| l.as_str().to_owned());
-                    follow.push(self.add_op(
-                        value,
-                        expires_at,
-                        origin.as_deref().unwrap_or(""),
-                        now,
-                    ));
+                    let origin = cache
+                        .origin(&value)
+                        .cloned()
+                        .unwrap_or_else(|| Label::new(""));
+                    follow.push(self.add_op(value, expires_at, origin, now));
                 }
             }
             (Op::Lookup { .. }, Outcome::Rows(rows)) => {
@@ -739,7 +804,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crowdsec_lapi::{Batch, BatchAdd, Deletion, GoDuration, Label};
+    use crowdsec_lapi::{Batch, BatchAdd, Deletion, GoDuration};
 
     fn v(s: &str) -> Value {
         Value::parse(s).unwrap()
@@ -798,7 +863,7 @@ mod tests {
             [Op::Add {
                 value: v("192.0.2.1"),
                 timeout: 3600,
-                comment: "tikban cscli".into()
+                origin: Label::new("cscli")
             }]
         );
         assert!(

@@ -1,0 +1,368 @@
+//! End-to-end: the real CrowdSec LAPI 1.4.6, `routeros-sim`, and the `tikban` binary.
+//!
+//! Each test starts its own LAPI (one bouncer key per tikban) and its own sim, and asserts on the
+//! sim's state and transcript. Nothing here is skipped: missing binaries fail the test (run
+//! `scripts/install-crowdsec.sh`).
+
+mod support;
+
+use std::time::Duration;
+
+use routeros_sim::{Family, NewEntry, SimConfig};
+use support::{PASSWORD, Proxy, Tikban, USER, V4, V6, World, free_port};
+
+const POLL: Duration = Duration::from_secs(15);
+
+#[test]
+fn bans_and_unbans_ipv4_ipv6_and_ranges_within_a_poll() {
+    let w = World::start();
+    let mut t = w.tikban();
+    t.wait_healthy(POLL);
+
+    w.lapi.add_decision("192.0.2.10", "4h", &[]);
+    w.lapi.add_decision("2001:DB8::ABCD", "4h", &[]);
+    w.lapi.add_decision("198.51.100.77/24", "4h", &[]);
+    w.wait_until("three bans on the router", POLL, |w| {
+        w.addresses(Family::V4, V4) == ["192.0.2.10", "198.51.100.0/24"]
+            && w.addresses(Family::V6, V6) == ["2001:db8::abcd/128"]
+    });
+    for e in w
+        .sim
+        .all_entries(Family::V4)
+        .into_iter()
+        .chain(w.sim.all_entries(Family::V6))
+    {
+        assert!(e.dynamic, "{e:?} must be dynamic (RAM only)");
+        assert_eq!(e.comment.as_deref(), Some("tikban cscli"), "{e:?}");
+        let left = e.timeout_remaining.expect("a timeout").as_secs();
+        assert!((4 * 3600 - 60..=4 * 3600).contains(&left), "{e:?}");
+    }
+
+    w.lapi.delete_decision(&["--ip", "192.0.2.10"]);
+    w.wait_until("the unban", POLL, |w| {
+        w.addresses(Family::V4, V4) == ["198.51.100.0/24"]
+    });
+    assert_eq!(w.addresses(Family::V6, V6), ["2001:db8::abcd/128"]);
+
+    // Exactly one router command per change: 3 adds, 1 remove.
+    let writes = w.writes();
+    assert_eq!(
+        writes.iter().filter(|p| p.ends_with("/add")).count(),
+        3,
+        "{writes:?}"
+    );
+    assert_eq!(
+        writes.iter().filter(|p| p.ends_with("/remove")).count(),
+        1,
+        "{writes:?}"
+    );
+    assert_eq!(w.sim.persistent_writes(), 0, "no flash writes");
+
+    // /metrics and /health.
+    let (code, body) = t.get("/health");
+    assert_eq!(code, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["lapi"], "up");
+    assert_eq!(health["router"], "up");
+    assert_eq!(health["synced"], true);
+    let (code, metrics) = t.get("/metrics");
+    assert_eq!(code, 200);
+    for line in [
+        "tikban_connected{peer=\"router\"} 1",
+        "tikban_connected{peer=\"lapi\"} 1",
+        "tikban_router_entries{ip_type=\"ipv4\"} 1",
+        "tikban_router_entries{ip_type=\"ipv6\"} 1",
+        "tikban_decisions{origin=\"cscli\",ip_type=\"ipv4\"} 1",
+        "tikban_router_commands_total{kind=\"add\",result=\"ok\"} 3",
+        "tikban_router_commands_total{kind=\"remove\",result=\"ok\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
+    assert!(metrics.contains("tikban_lapi_polls_total{result=\"ok\"}"));
+
+    assert!(t.terminate().success(), "SIGTERM exits 0:\n{}", t.output());
+    // Entries stay after shutdown and expire by their timeouts.
+    assert_eq!(w.addresses(Family::V4, V4), ["198.51.100.0/24"]);
+    let out = t.output();
+    assert!(
+        !out.contains(PASSWORD) && !out.contains(&w.key),
+        "secret in logs:\n{out}"
+    );
+}
+
+#[test]
+fn restart_with_unchanged_state_writes_nothing() {
+    let w = World::start();
+    let mut t = w.tikban();
+    t.wait_healthy(POLL);
+    w.lapi.add_decision("192.0.2.20", "4h", &[]);
+    w.lapi.add_decision("2001:db8::20", "4h", &[]);
+    w.wait_until("bans", POLL, |w| {
+        w.sim.all_entries(Family::V4).len() == 1 && w.sim.all_entries(Family::V6).len() == 1
+    });
+    assert!(t.terminate().success());
+
+    w.sim.clear_transcript();
+    let mut t = w.tikban();
+    t.wait_healthy(POLL);
+    std::thread::sleep(Duration::from_secs(3)); // a few polls and ticks
+    assert!(w.writes().is_empty(), "restart wrote: {:?}", w.writes());
+    let prints = w
+        .sim
+        .transcript()
+        .into_iter()
+        .filter(|e| e.direction == routeros_sim::Direction::In)
+        .filter(|e| {
+            e.words
+                .first()
+                .is_some_and(|p| p.ends_with(b"address-list/print"))
+        })
+        .count();
+    assert_eq!(prints, 2, "one print per list");
+    assert!(t.is_running());
+}
+
+#[test]
+fn manual_entries_in_the_same_list_survive_everything() {
+    let w = World::start();
+    for (addr, comment) in [
+        ("203.0.113.5", Some("my office")),
+        ("192.0.2.30", None),
+        ("203.0.113.6", Some("tikban-other instance")),
+    ] {
+        let mut e = NewEntry::new(V4, addr);
+        if let Some(c) = comment {
+            e = e.with_comment(c);
+        }
+        w.sim.insert_entry(Family::V4, e).unwrap();
+    }
+    let mut t = w.tikban();
+    t.wait_healthy(POLL);
+    // A ban on an address a manual entry already holds: the manual entry enforces it.
+    w.lapi.add_decision("192.0.2.30", "4h", &[]);
+    w.lapi.add_decision("192.0.2.31", "4h", &[]);
+    w.wait_until("the new ban", POLL, |w| {
+        w.addresses(Family::V4, V4)
+            .contains(&"192.0.2.31".to_owned())
+    });
+    w.lapi.delete_decision(&["--ip", "192.0.2.30"]);
+    w.lapi.delete_decision(&["--ip", "192.0.2.31"]);
+    w.wait_until("the unban", POLL, |w| {
+        !w.addresses(Family::V4, V4)
+            .contains(&"192.0.2.31".to_owned())
+    });
+    // A reconnect and reconcile (router reboot keeps static entries) must not touch them either.
+    w.sim.faults().kill_connections();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        w.addresses(Family::V4, V4),
+        ["192.0.2.30", "203.0.113.5", "203.0.113.6"]
+    );
+    assert!(t.is_running());
+}
+
+#[test]
+fn a_one_year_ban_is_clamped_then_refreshed_before_it_expires() {
+    let w = World::start_with(
+        SimConfig::default()
+            .with_user(USER, PASSWORD)
+            .with_transcript()
+            .with_manual_clock(),
+    );
+    let mut t = w.tikban_with(&[("RECONCILIATION_INTERVAL", "2s")]);
+    t.wait_healthy(POLL);
+    w.lapi.add_decision("192.0.2.40", "8760h", &[]);
+    w.wait_until("the ban", POLL, |w| {
+        w.sim.all_entries(Family::V4).len() == 1
+    });
+    let e = &w.sim.all_entries(Family::V4)[0];
+    assert_eq!(
+        e.timeout_remaining,
+        Some(Duration::from_secs(21_474_836)),
+        "clamped to 35w3d13:13:56"
+    );
+    // Jump the router's clock to 2 minutes before the entry would vanish. The next periodic
+    // reconcile reads the real remaining time, and the refresh follows at once.
+    w.sim.clear_transcript();
+    w.sim.clock().advance(Duration::from_secs(21_474_836 - 120));
+    w.wait_until("the refresh", POLL, |w| {
+        w.sim.all_entries(Family::V4).first().is_some_and(|e| {
+            e.timeout_remaining
+                .is_some_and(|d| d > Duration::from_secs(21_000_000))
+        })
+    });
+    let writes = w.writes();
+    assert_eq!(
+        writes,
+        ["/ip/firewall/address-list/set"],
+        "one refresh, no re-add"
+    );
+    assert!(t.is_running());
+}
+
+#[test]
+fn lapi_outage_keeps_entries_and_converges_after() {
+    let w = World::start();
+    let lapi_addr = w
+        .lapi
+        .url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let proxy = Proxy::start(&w.rt, lapi_addr);
+    let port = free_port();
+    let env = w.env_for(&format!("http://{}/", proxy.addr), w.server.addr(), port);
+    let mut t = Tikban::spawn(&env, port);
+    t.wait_healthy(POLL);
+    w.lapi.add_decision("192.0.2.50", "4h", &[]);
+    w.lapi.add_decision("192.0.2.51", "4h", &[]);
+    w.wait_until("bans", POLL, |w| w.addresses(Family::V4, V4).len() == 2);
+
+    proxy.cut();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(t.get("/health").0, 503, "health reports LAPI down");
+    w.lapi.delete_decision(&["--ip", "192.0.2.50"]);
+    w.lapi.add_decision("192.0.2.52", "4h", &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        w.addresses(Family::V4, V4),
+        ["192.0.2.50", "192.0.2.51"],
+        "nothing changes while LAPI is unreachable"
+    );
+
+    proxy.restore();
+    w.wait_until(
+        "convergence after the outage",
+        Duration::from_secs(90),
+        |w| w.addresses(Family::V4, V4) == ["192.0.2.51", "192.0.2.52"],
+    );
+    assert!(t.is_running());
+}
+
+#[test]
+fn router_reboot_is_repaired() {
+    let w = World::start();
+    let mut t = w.tikban();
+    t.wait_healthy(POLL);
+    w.lapi.add_decision("192.0.2.60", "4h", &[]);
+    w.lapi.add_decision("2001:db8::60", "4h", &[]);
+    w.wait_until("bans", POLL, |w| {
+        w.sim.all_entries(Family::V4).len() == 1 && w.sim.all_entries(Family::V6).len() == 1
+    });
+    w.sim.faults().reboot();
+    assert!(
+        w.sim.all_entries(Family::V4).is_empty(),
+        "dynamic entries vanish"
+    );
+    w.wait_until("restore after reboot", Duration::from_secs(60), |w| {
+        w.addresses(Family::V4, V4) == ["192.0.2.60"]
+            && w.addresses(Family::V6, V6) == ["2001:db8::60/128"]
+    });
+    assert!(t.is_running());
+}
+
+#[test]
+fn connection_drops_mid_sync_converge_without_duplicates() {
+    let w = World::start();
+    let decisions: Vec<String> = (0..1500)
+        .map(|i| {
+            format!(
+                r#"{{"duration":"4h","origin":"cscli","reason":"test","scope":"Ip","type":"ban","value":"10.{}.{}.{}"}}"#,
+                i / 65536,
+                (i / 256) % 256,
+                i % 256
+            )
+        })
+        .collect();
+    w.lapi.import(&format!("[{}]", decisions.join(",")), &[]);
+    // The connection breaks after every 400 sentences received.
+    w.sim.faults().drop_after_sentences(Some(400));
+    let mut t = w.tikban();
+    std::thread::sleep(Duration::from_secs(2));
+    w.sim.faults().drop_after_sentences(None);
+    w.wait_until("1500 entries", Duration::from_secs(90), |w| {
+        w.sim.all_entries(Family::V4).len() == 1500
+    });
+    let mut addrs = w.addresses(Family::V4, V4);
+    addrs.dedup();
+    assert_eq!(addrs.len(), 1500, "no duplicates");
+    t.wait_healthy(POLL);
+    assert!(t.is_running());
+}
+
+#[test]
+fn bad_environment_exits_2_listing_every_problem() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tikban"))
+        .env_clear()
+        .env("CROWDSEC_URL", "ftp://nope")
+        .env("CROWDSEC_BOUNCER_API_KEY", "k3y-n0t-printed")
+        .env("MIKROTIK_PASS", "p4ss-n0t-printed")
+        .env("MIKROTIK_PIPELINE_WINDOW", "zero")
+        .env("LOG_FORMAT", "yaml")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for var in ["CROWDSEC_URL", "MIKROTIK_PIPELINE_WINDOW", "LOG_FORMAT"] {
+        assert!(err.contains(var), "{var} missing from:\n{err}");
+    }
+    assert!(!err.contains("n0t-printed"), "{err}");
+}
+
+#[test]
+fn help_and_version_list_every_variable() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tikban"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for v in tikban::config::VARS {
+        assert!(help.contains(v.name), "{} missing from --help", v.name);
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tikban"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("tikban {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn never_opens_a_file_for_writing() {
+    let w = World::start();
+    let port = free_port();
+    let trace = tempfile::NamedTempFile::new().unwrap();
+    let mut cmd = std::process::Command::new("strace");
+    cmd.args(["-f", "-qq", "-e", "trace=openat,open,creat", "-o"])
+        .arg(trace.path())
+        .arg(env!("CARGO_BIN_EXE_tikban"));
+    let mut t = Tikban::spawn_with(cmd, &w.env(port), port);
+    t.wait_healthy(Duration::from_secs(30));
+    w.lapi.add_decision("192.0.2.70", "1h", &[]);
+    w.wait_until("a ban", POLL, |w| w.sim.all_entries(Family::V4).len() == 1);
+    // strace exits with the tracee's status.
+    assert!(t.terminate_traced().success(), "{}", t.output());
+    let log = std::fs::read_to_string(trace.path()).unwrap();
+    let opens: Vec<&str> = log.lines().filter(|l| l.contains("open")).collect();
+    assert!(
+        !opens.is_empty(),
+        "strace saw no open at all (is strace working?):\n{log}"
+    );
+    let writes: Vec<&&str> = opens
+        .iter()
+        .filter(|l| {
+            l.contains("O_WRONLY")
+                || l.contains("O_RDWR")
+                || l.contains("O_CREAT")
+                || l.contains("creat(")
+        })
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "tikban opened files for writing: {writes:#?}"
+    );
+}
