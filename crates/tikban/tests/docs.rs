@@ -49,3 +49,22 @@ fn documented_defaults_match_the_code() {
         }
     }
 }
+
+#[test]
+fn operations_doc_lists_every_metric_and_its_labels() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/operations.md");
+    let text = std::fs::read_to_string(path).unwrap();
+    for fam in tikban::metrics::FAMILIES {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{}` |", fam.name)))
+            .unwrap_or_else(|| panic!("{} missing from docs/operations.md", fam.name));
+        for label in fam.labels {
+            assert!(
+                row.contains(&format!("`{label}`")),
+                "{}: label {label} undocumented",
+                fam.name
+            );
+        }
+    }
+}
