@@ -366,3 +366,61 @@ fn never_opens_a_file_for_writing() {
         "tikban opened files for writing: {writes:#?}"
     );
 }
+
+#[test]
+fn missing_drop_rules_are_reported_and_rule_counters_exported() {
+    use routeros_sim::Table;
+    let w = World::start();
+    let id = w
+        .sim
+        .add_rule(
+            Family::V4,
+            Table::Raw,
+            &[
+                ("chain", "prerouting"),
+                ("action", "drop"),
+                ("src-address-list", V4),
+                ("comment", "tikban: drop CrowdSec bans"),
+            ],
+        )
+        .unwrap();
+    assert!(w.sim.set_rule_counters(&id, 4200, 42));
+    // A disabled rule for the IPv6 list does not count.
+    w.sim
+        .add_rule(
+            Family::V6,
+            Table::Raw,
+            &[
+                ("chain", "prerouting"),
+                ("action", "drop"),
+                ("src-address-list", V6),
+                ("disabled", "true"),
+            ],
+        )
+        .unwrap();
+    let mut t = w.tikban();
+    t.wait_healthy(POLL);
+    let (_, body) = t.get("/health");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let warnings = health["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{body}");
+    let warning = warnings[0].as_str().unwrap();
+    assert!(
+        warning.contains(V6) && warning.contains("/ipv6/firewall"),
+        "{warning}"
+    );
+    let (_, metrics) = t.get("/metrics");
+    assert!(
+        metrics.contains("tikban_dropped_packets_total{ip_type=\"ipv4\"} 42"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tikban_dropped_bytes_total{ip_type=\"ipv4\"} 4200"),
+        "{metrics}"
+    );
+    assert!(
+        t.output().contains("no enabled drop or reject rule"),
+        "{}",
+        t.output()
+    );
+}
