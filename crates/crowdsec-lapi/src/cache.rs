@@ -308,32 +308,13 @@ impl DecisionCache {
 
     /// Applies one response: all deletes, then all adds. Returns the net changes.
     pub fn apply(&mut self, batch: &Batch, now: Instant) -> ChangeSet {
-        let now_ns = now.saturating_duration_since(self.epoch).as_nanos();
         // Net-change bookkeeping: the state of each touched value before this batch.
         let mut before: HashMap<Value, Option<u32>> = HashMap::new();
-        for d in &batch.deletes {
-            let prev = self.slot(&d.value).map(|s| s.expires);
-            before.entry(d.value).or_insert(prev);
-            self.remove_holder(&d.value, d.id);
-        }
-        for a in &batch.adds {
-            if a.duration.as_nanos() <= 0 {
-                continue; // already over (1.6.3+ prints "0s" for < 0.5 s left)
-            }
-            let prev = self.slot(&a.value).map(|s| s.expires);
-            before.entry(a.value).or_insert(prev);
-            let expires = expires_secs(now_ns, a.duration);
-            let origin = self.origin_id(&a.origin);
-            self.add_holder(
-                a.value,
-                Holder {
-                    id: a.id,
-                    expires,
-                    origin,
-                },
-            );
-            self.deadline = Some(self.deadline.map_or(expires, |d| d.min(expires)));
-        }
+        self.mutate(batch, now, |cache, value| {
+            before
+                .entry(value)
+                .or_insert_with(|| cache.slot(&value).map(|s| s.expires));
+        });
         let mut changes = Vec::new();
         // Report in body order of first touch: deletes' values first, then adds'.
         let order = batch
@@ -364,6 +345,43 @@ impl DecisionCache {
             self.deadline = None;
         }
         changes
+    }
+
+    /// Applies one response like [`apply`](Self::apply) but reports nothing. For a consumer that
+    /// will compare against the whole cache anyway (the first snapshot, a router resync): a 100k
+    /// snapshot then costs no change-set and no bookkeeping map on top of the batch.
+    pub fn apply_quiet(&mut self, batch: &Batch, now: Instant) {
+        self.mutate(batch, now, |_, _| {});
+        if self.is_empty() {
+            self.deadline = None;
+        }
+    }
+
+    /// The mutation shared by `apply` and `apply_quiet`: `touch` sees each value before its
+    /// first change.
+    fn mutate(&mut self, batch: &Batch, now: Instant, mut touch: impl FnMut(&Self, Value)) {
+        let now_ns = now.saturating_duration_since(self.epoch).as_nanos();
+        for d in &batch.deletes {
+            touch(self, d.value);
+            self.remove_holder(&d.value, d.id);
+        }
+        for a in &batch.adds {
+            if a.duration.as_nanos() <= 0 {
+                continue; // already over (1.6.3+ prints "0s" for < 0.5 s left)
+            }
+            touch(self, a.value);
+            let expires = expires_secs(now_ns, a.duration);
+            let origin = self.origin_id(&a.origin);
+            self.add_holder(
+                a.value,
+                Holder {
+                    id: a.id,
+                    expires,
+                    origin,
+                },
+            );
+            self.deadline = Some(self.deadline.map_or(expires, |d| d.min(expires)));
+        }
     }
 
     /// Drops every holder whose end is at or before `now`; reports values no longer banned.
@@ -638,6 +656,35 @@ mod tests {
 
     fn secs(t0: Instant, n: u64) -> Instant {
         t0 + Duration::from_secs(n)
+    }
+
+    #[test]
+    fn apply_quiet_reaches_the_same_state_as_apply() {
+        let t0 = Instant::now();
+        let mut b1 = Batch::new(true);
+        add(&mut b1, "192.0.2.1", 1, 60, "cscli");
+        add(&mut b1, "192.0.2.1", 2, 600, "CAPI");
+        add(&mut b1, "2001:db8::1", 3, 60, "cscli");
+        add(&mut b1, "198.51.100.0/24", 4, 30, "lists:x");
+        let mut b2 = Batch::new(false);
+        del(&mut b2, "2001:db8::1", 3);
+        del(&mut b2, "192.0.2.1", 2);
+        add(&mut b2, "203.0.113.9", 5, 90, "cscli");
+        let (mut loud, mut quiet) = (DecisionCache::new(t0), DecisionCache::new(t0));
+        for b in [&b1, &b2] {
+            let _ = loud.apply(b, t0);
+            quiet.apply_quiet(b, t0);
+        }
+        let state = |c: &DecisionCache| {
+            let mut s: Vec<(Value, Instant, String)> =
+                c.iter().map(|(v, e, o)| (v, e, o.to_string())).collect();
+            s.sort();
+            s
+        };
+        assert_eq!(state(&loud), state(&quiet));
+        assert_eq!(state(&quiet).len(), 3);
+        assert_eq!(loud.next_expiry(), quiet.next_expiry());
+        assert_eq!(quiet.holders(&v("192.0.2.1")), 1);
     }
 
     #[test]

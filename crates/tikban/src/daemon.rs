@@ -43,6 +43,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Follow-up rounds per batch (adoption lookups, re-adds): bounded so a confused router cannot
 /// keep the loop busy.
 const MAX_ROUNDS: usize = 4;
+/// At most one warning per this interval for commands the router refused or timed out
+/// (RouterOS keeps 1000 log lines); repeats within it go to debug.
+const REFUSAL_WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Everything the daemon owns.
 pub struct Daemon {
@@ -71,6 +74,17 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     health: Arc<Mutex<Health>>,
     warnings: Vec<String>,
+    /// When refused commands were last reported at warn level.
+    last_refusal_warn: Option<Instant>,
+}
+
+/// A hint for traps that mean the API user lacks a policy (issue 9, least privilege).
+fn policy_hint(message: &str) -> &'static str {
+    if message.contains("not enough permissions") {
+        "; the router user's group needs the policies api,read,write (docs/security.md)"
+    } else {
+        ""
+    }
 }
 
 fn pem(p: &Pem) -> PemSource {
@@ -217,6 +231,7 @@ impl Daemon {
             metrics,
             health,
             warnings: Vec::new(),
+            last_refusal_warn: None,
             config,
         })
     }
@@ -314,10 +329,17 @@ impl Daemon {
                 self.lapi_up = true;
                 self.lapi_backoff.reset();
                 self.next_poll = Instant::now() + self.config.lapi.update_frequency;
-                let changes = self.cache.apply(&batch, Instant::now());
-                drop(batch);
                 self.lapi_synced = true;
-                self.apply(changes).await;
+                if self.router.is_none() || self.engine.is_stale() {
+                    // A reconcile against the whole cache comes next anyway: skip the change-set
+                    // (a 100k snapshot would otherwise hold batch, change-set and cache at once).
+                    self.cache.apply_quiet(&batch, Instant::now());
+                    self.engine.mark_stale();
+                } else {
+                    let changes = self.cache.apply(&batch, Instant::now());
+                    drop(batch);
+                    self.apply(changes).await;
+                }
             }
             Err(e) => {
                 self.metrics
@@ -453,7 +475,8 @@ impl Daemon {
             self.router_lost(&e.to_string());
         } else {
             // A trap or a timeout on a print: keep the connection, try again next tick.
-            tracing::warn!(cause = %e, "router print failed");
+            let hint = policy_hint(&e.to_string());
+            tracing::warn!(cause = %e, "router print failed{hint}");
             self.engine.mark_stale();
         }
     }
@@ -476,6 +499,11 @@ impl Daemon {
         ];
         let mut tally = Tally::default();
         let mut lost = false;
+        // Commands refused (a trap other than duplicate / no such item) or timed out, and the
+        // first reason: reported once per batch so that a router that refuses every add (a user
+        // without `write`) or stalls is visible at the default log level, not only at debug.
+        let mut refused = 0usize;
+        let mut first_refusal: Option<String> = None;
         for _ in 0..MAX_ROUNDS {
             if ops.is_empty() || lost {
                 break;
@@ -511,6 +539,10 @@ impl Daemon {
                     if out == Outcome::Lost {
                         lost = true;
                     }
+                    if let Outcome::Trap(message) = &out {
+                        refused += 1;
+                        first_refusal.get_or_insert_with(|| message.clone());
+                    }
                     follow.extend(self.engine.on_outcome(op, out, &self.cache, Instant::now()));
                 }
             }
@@ -520,6 +552,19 @@ impl Daemon {
         self.metrics.observe(metrics::SYNC_BATCH_SECONDS, took);
         if !tally.is_empty() {
             tracing::info!("{tally} in {} ms", took.as_millis());
+        }
+        if let Some(first) = first_refusal {
+            let now = Instant::now();
+            let hint = policy_hint(&first);
+            if self
+                .last_refusal_warn
+                .is_none_or(|t| now.duration_since(t) >= REFUSAL_WARN_EVERY)
+            {
+                self.last_refusal_warn = Some(now);
+                tracing::warn!(refused, first = %first, "router refused or timed out commands; retrying on the next tick{hint}");
+            } else {
+                tracing::debug!(refused, first = %first, "router refused or timed out commands");
+            }
         }
         if lost {
             self.router_lost("connection lost during a batch");

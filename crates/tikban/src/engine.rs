@@ -639,15 +639,13 @@ impl Engine {
         };
         self.held[family.index()] = held;
         if self.list(family).is_some() {
-            let missing: Vec<(Value, Instant, Label)> = cache
-                .iter()
-                .filter(|(v, _, _)| {
-                    Family::of(v) == family && !self.held[family.index()].contains_key(v)
-                })
-                .map(|(v, e, o)| (v, e, o.clone()))
-                .collect();
-            for (value, expires_at, origin) in missing {
-                ops.push(self.add_op(value, expires_at, origin, now));
+            // Straight from the cache into ops: no intermediate list of missing values.
+            let f = family.index();
+            self.held[f].reserve(cache.len().saturating_sub(self.held[f].len()));
+            for (value, expires_at, origin) in cache.iter() {
+                if Family::of(&value) == family && !self.held[f].contains_key(&value) {
+                    ops.push(self.add_op(value, expires_at, origin.clone(), now));
+                }
             }
         }
         self.retry.retain(|v| Family::of(v) != family);
