@@ -43,6 +43,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Follow-up rounds per batch (adoption lookups, re-adds): bounded so a confused router cannot
 /// keep the loop busy.
 const MAX_ROUNDS: usize = 4;
+/// Adds planned at once during a reconcile: bounds the memory of a cold sync while keeping the
+/// pipeline window full.
+const RECONCILE_CHUNK: usize = 4096;
 /// At most one warning per this interval for commands the router refused or timed out
 /// (RouterOS keeps 1000 log lines); repeats within it go to debug.
 const REFUSAL_WARN_EVERY: Duration = Duration::from_secs(60);
@@ -453,10 +456,34 @@ impl Daemon {
                     Err(e) => return self.router_failed(&e),
                 }
             }
-            ops.extend(self.engine.finish_reconcile(&self.cache, Instant::now()));
+            ops.extend(self.engine.finish_reconcile());
         }
         let started = Instant::now();
-        if self.execute(ops).await {
+        let mut tally = Tally::default();
+        let mut complete = self.execute_counted(ops, &mut tally).await;
+        // Adds in chunks: a cold sync of 100k values never holds 100k ops at once. Each chunk
+        // is planned after the previous one finished, so the bound on rounds is generous.
+        for family in Family::ALL {
+            for _ in 0..=(self.cache.len() / RECONCILE_CHUNK + 1) {
+                if !complete {
+                    break;
+                }
+                let ops =
+                    self.engine
+                        .plan_missing(family, &self.cache, Instant::now(), RECONCILE_CHUNK);
+                if ops.is_empty() {
+                    break;
+                }
+                complete = self.execute_counted(ops, &mut tally).await;
+            }
+        }
+        if !tally.is_empty() {
+            tracing::info!(
+                "{tally} in {} ms ({reason} reconcile)",
+                started.elapsed().as_millis()
+            );
+        }
+        if complete && self.router.is_some() {
             self.engine.mark_fresh();
             if !self.synced {
                 tracing::info!(
@@ -482,7 +509,19 @@ impl Daemon {
     }
 
     /// Sends ops pipelined and feeds outcomes back; returns false if the connection broke.
-    async fn execute(&mut self, mut ops: Vec<Op>) -> bool {
+    async fn execute(&mut self, ops: Vec<Op>) -> bool {
+        let mut tally = Tally::default();
+        let started = Instant::now();
+        let ok = self.execute_counted(ops, &mut tally).await;
+        if !tally.is_empty() {
+            tracing::info!("{tally} in {} ms", started.elapsed().as_millis());
+        }
+        ok
+    }
+
+    /// [`Daemon::execute`] without the log line: adds its writes to `tally` (a cold sync logs
+    /// one line for all its chunks).
+    async fn execute_counted(&mut self, mut ops: Vec<Op>, tally: &mut Tally) -> bool {
         let Some(client) = self.router.clone() else {
             if !ops.is_empty() {
                 self.engine.mark_stale();
@@ -497,7 +536,6 @@ impl Daemon {
             self.engine.list(Family::V4).unwrap_or_default().to_owned(),
             self.engine.list(Family::V6).unwrap_or_default().to_owned(),
         ];
-        let mut tally = Tally::default();
         let mut lost = false;
         // Commands refused (a trap other than duplicate / no such item) or timed out, and the
         // first reason: reported once per batch so that a router that refuses every add (a user
@@ -548,11 +586,8 @@ impl Daemon {
             }
             ops = follow;
         }
-        let took = started.elapsed();
-        self.metrics.observe(metrics::SYNC_BATCH_SECONDS, took);
-        if !tally.is_empty() {
-            tracing::info!("{tally} in {} ms", took.as_millis());
-        }
+        self.metrics
+            .observe(metrics::SYNC_BATCH_SECONDS, started.elapsed());
         if let Some(first) = first_refusal {
             let now = Instant::now();
             let hint = policy_hint(&first);

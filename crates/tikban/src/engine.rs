@@ -21,6 +21,7 @@
 //!   already holds is not written again, whatever its remaining timeout.
 
 use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use crowdsec_lapi::{Change, DecisionCache, Label, Value};
@@ -71,21 +72,27 @@ impl Family {
     }
 }
 
-/// A router `.id` such as `*1A`, kept as its number (4 bytes instead of a string).
+/// A router `.id` such as `*1A`, kept as its number: 4 bytes instead of a string, and
+/// `Option<RouterId>` is 4 bytes too (ids start at `*1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RouterId(pub u32);
+pub struct RouterId(NonZeroU32);
 
 impl RouterId {
+    /// The id `*<n>`; `None` for 0, which RouterOS does not use.
+    pub fn new(n: u32) -> Option<Self> {
+        NonZeroU32::new(n).map(RouterId)
+    }
+
     /// Parses `*HEX`. Other forms are not produced by RouterOS for address-list items.
     pub fn parse(text: &str) -> Option<Self> {
         let hex = text.strip_prefix('*')?;
-        u32::from_str_radix(hex, 16).ok().map(RouterId)
+        u32::from_str_radix(hex, 16).ok().and_then(Self::new)
     }
 }
 
 impl std::fmt::Display for RouterId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "*{:X}", self.0)
+        write!(f, "*{:X}", self.0.get())
     }
 }
 
@@ -199,7 +206,7 @@ pub struct EngineConfig {
     pub refresh_margin: Duration,
 }
 
-/// What the engine believes about one router entry. 12 bytes.
+/// What the engine believes about one router entry. 12 bytes (32 with its key in the map).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Held {
     /// Router id; `None` while an add is in flight or after an adoption failed.
@@ -549,7 +556,9 @@ impl Engine {
         for row in rows {
             self.reconcile_row(row, cache, now);
         }
-        self.finish_reconcile(cache, now)
+        let mut ops = self.finish_reconcile();
+        ops.extend(self.plan_missing(family, cache, now, usize::MAX));
+        ops
     }
 
     /// Starts rebuilding one family's view. Rows then stream in one at a time, so a 100k-entry
@@ -626,9 +635,9 @@ impl Engine {
         }
     }
 
-    /// Ends the rebuild: installs the new view and returns the ops (removals of unwanted owned
-    /// entries, adds of missing values).
-    pub fn finish_reconcile(&mut self, cache: &DecisionCache, now: Instant) -> Vec<Op> {
+    /// Ends the rebuild: installs the new view and returns the removals of unwanted owned
+    /// entries. Then call [`Engine::plan_missing`] until it returns nothing.
+    pub fn finish_reconcile(&mut self) -> Vec<Op> {
         let Some(Building {
             family,
             held,
@@ -638,18 +647,40 @@ impl Engine {
             return Vec::new();
         };
         self.held[family.index()] = held;
-        if self.list(family).is_some() {
-            // Straight from the cache into ops: no intermediate list of missing values.
-            let f = family.index();
-            self.held[f].reserve(cache.len().saturating_sub(self.held[f].len()));
-            for (value, expires_at, origin) in cache.iter() {
-                if Family::of(&value) == family && !self.held[f].contains_key(&value) {
-                    ops.push(self.add_op(value, expires_at, origin.clone(), now));
-                }
-            }
-        }
+        // The adds of missing values come from `plan_missing`, in bounded chunks.
+        self.held[family.index()].shrink_to_fit();
         self.retry.retain(|v| Family::of(v) != family);
         ops.sort_by_key(Op::order);
+        ops
+    }
+
+    /// Up to `limit` adds for banned values of `family` the router lacks (after a reconcile).
+    /// Called in chunks, so a 100k cold sync never holds 100k ops at once: each call skips the
+    /// values the previous chunks already planned. Values waiting for a retry are left to the tick.
+    pub fn plan_missing(
+        &mut self,
+        family: Family,
+        cache: &DecisionCache,
+        now: Instant,
+        limit: usize,
+    ) -> Vec<Op> {
+        let mut ops = Vec::new();
+        if self.list(family).is_none() || limit == 0 {
+            return ops;
+        }
+        let f = family.index();
+        for (value, expires_at, origin) in cache.iter() {
+            if Family::of(&value) != family
+                || self.held[f].contains_key(&value)
+                || self.retry.contains(&value)
+            {
+                continue;
+            }
+            ops.push(self.add_op(value, expires_at, origin.clone(), now));
+            if ops.len() >= limit {
+                break;
+            }
+        }
         ops
     }
 
@@ -804,6 +835,16 @@ mod tests {
     use super::*;
     use crowdsec_lapi::{Batch, BatchAdd, Deletion, GoDuration};
 
+    fn rid(n: u32) -> RouterId {
+        RouterId::new(n).unwrap()
+    }
+
+    #[test]
+    fn held_entries_stay_small() {
+        assert_eq!(std::mem::size_of::<Option<RouterId>>(), 4);
+        assert!(std::mem::size_of::<(Value, Held)>() <= 32);
+    }
+
     fn v(s: &str) -> Value {
         Value::parse(s).unwrap()
     }
@@ -865,7 +906,7 @@ mod tests {
             }]
         );
         assert!(
-            e.on_outcome(&ops[0], Outcome::Done(Some(RouterId(0x1A))), &cache, t0)
+            e.on_outcome(&ops[0], Outcome::Done(Some(rid(0x1A))), &cache, t0)
                 .is_empty()
         );
         let ops = e.plan_changes(&unban(&mut cache, "192.0.2.1", 1, t0), t0);
@@ -873,7 +914,7 @@ mod tests {
             ops,
             [Op::Remove {
                 value: v("192.0.2.1"),
-                id: RouterId(0x1A)
+                id: rid(0x1A)
             }]
         );
         assert!(
@@ -889,7 +930,7 @@ mod tests {
         let mut cache = DecisionCache::new(t0);
         let mut e = engine(t0);
         let ops = e.plan_changes(&ban(&mut cache, "192.0.2.1", 1, 4 * 3600, t0), t0);
-        e.on_outcome(&ops[0], Outcome::Done(Some(RouterId(1))), &cache, t0);
+        e.on_outcome(&ops[0], Outcome::Done(Some(rid(1))), &cache, t0);
         // LAPI 1.4.6 re-inserts the community list every 2 h with a new id and a later expiry.
         let t2h = t0 + Duration::from_secs(2 * 3600);
         let changes = ban(&mut cache, "192.0.2.1", 2, 4 * 3600, t2h);
@@ -903,7 +944,7 @@ mod tests {
             ops,
             [Op::Refresh {
                 value: v("192.0.2.1"),
-                id: RouterId(1),
+                id: rid(1),
                 timeout: 2 * 3600 + 240
             }]
         );
@@ -928,7 +969,7 @@ mod tests {
                 ..
             }
         ));
-        e.on_outcome(&ops[0], Outcome::Done(Some(RouterId(7))), &cache, t0);
+        e.on_outcome(&ops[0], Outcome::Done(Some(rid(7))), &cache, t0);
         let before_end = t0 + Duration::from_secs(MAX_TIMEOUT_SECS - 60);
         let ops = e.plan_tick(&cache, before_end);
         let Op::Refresh { timeout, .. } = ops[0] else {
@@ -944,7 +985,7 @@ mod tests {
         let mut cache = DecisionCache::new(t0);
         let mut e = engine(t0);
         let ops = e.plan_changes(&ban(&mut cache, "192.0.2.9", 1, 60, t0), t0);
-        e.on_outcome(&ops[0], Outcome::Done(Some(RouterId(2))), &cache, t0);
+        e.on_outcome(&ops[0], Outcome::Done(Some(rid(2))), &cache, t0);
         assert!(
             e.plan_changes(&ban(&mut cache, "192.0.2.9", 2, 7200, t0), t0)
                 .is_empty()
@@ -985,7 +1026,7 @@ mod tests {
             ops,
             [Op::Remove {
                 value: v("192.0.2.3"),
-                id: RouterId(0x2F)
+                id: rid(0x2F)
             }]
         );
     }
@@ -1045,20 +1086,8 @@ mod tests {
         ];
         let ops = e.reconcile(Family::V4, v4, &cache, t0);
         assert_eq!(ops.len(), 3, "{ops:?}");
-        assert!(matches!(
-            ops[0],
-            Op::Remove {
-                id: RouterId(2),
-                ..
-            }
-        ));
-        assert!(matches!(
-            ops[1],
-            Op::Remove {
-                id: RouterId(3),
-                ..
-            }
-        ));
+        assert!(matches!(ops[0], Op::Remove { id, .. } if id == rid(2)));
+        assert!(matches!(ops[1], Op::Remove { id, .. } if id == rid(3)));
         assert!(matches!(&ops[2], Op::Add { value, .. } if *value == v("192.0.2.0/24")));
         let v6 = vec![row("*9", "2001:db8::1/128", "tikban cscli")];
         assert!(
@@ -1098,12 +1127,12 @@ mod tests {
             e.plan_changes(&unban(&mut cache, "192.0.2.4", 1, t0), t0)
                 .is_empty()
         );
-        let follow = e.on_outcome(&add[0], Outcome::Done(Some(RouterId(4))), &cache, t0);
+        let follow = e.on_outcome(&add[0], Outcome::Done(Some(rid(4))), &cache, t0);
         assert_eq!(
             follow,
             [Op::Remove {
                 value: v("192.0.2.4"),
-                id: RouterId(4)
+                id: rid(4)
             }]
         );
     }
@@ -1162,9 +1191,10 @@ mod tests {
             clamp_secs(Duration::from_secs(u64::MAX / 2)),
             MAX_TIMEOUT_SECS
         );
-        assert_eq!(RouterId::parse("*1A"), Some(RouterId(0x1A)));
-        assert_eq!(RouterId(0x1A).to_string(), "*1A");
+        assert_eq!(RouterId::parse("*1A"), Some(rid(0x1A)));
+        assert_eq!(rid(0x1A).to_string(), "*1A");
         assert_eq!(RouterId::parse("1A"), None);
+        assert_eq!(RouterId::parse("*0"), None);
     }
 
     #[test]
