@@ -16,7 +16,7 @@
 //! *before* dropping every sink, so a waiter that sees its channel close reports that reason.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -42,7 +42,8 @@ pub(crate) struct Shared {
     closed: AtomicBool,
     /// `window` permits: one per caller command in flight.
     pub(crate) window: Arc<Semaphore>,
-    next_tag: AtomicU64,
+    /// A mutex, not an `AtomicU64`: ARMv5 (armv5te, EN7562CT routers) has no 64-bit atomics.
+    next_tag: Mutex<u64>,
     stats: Mutex<MuxStats>,
 }
 
@@ -52,14 +53,18 @@ impl Shared {
             close_reason: OnceLock::new(),
             closed: AtomicBool::new(false),
             window: Arc::new(Semaphore::new(window)),
-            next_tag: AtomicU64::new(1),
+            next_tag: Mutex::new(1),
             stats: Mutex::new(MuxStats::default()),
         }
     }
 
     /// A fresh tag; tags are never reused on a connection.
     pub(crate) fn next_tag(&self) -> Tag {
-        self.next_tag.fetch_add(1, Ordering::Relaxed)
+        // The counter cannot be left half-updated, so a poisoned lock is still correct.
+        let mut next = self.next_tag.lock().unwrap_or_else(|p| p.into_inner());
+        let tag = *next;
+        *next += 1;
+        tag
     }
 
     /// The error for a waiter whose channel closed.

@@ -1,0 +1,103 @@
+//! `cargo xtask`: developer tasks for tikban that cargo alone does not do.
+//!
+//! - `dist [--all] [--target T]…` builds fully static musl release binaries with zig as linker
+//!   and C compiler, checks each against the size budget, checks that it has no program
+//!   interpreter, runs `--version` (under qemu-user for foreign architectures), and writes one
+//!   docker-archive tar per RouterOS architecture into `dist/` ([`image`]).
+//! - `validate-image TAR…` checks tars with third-party tools: `skopeo inspect`, then
+//!   `skopeo copy` to an OCI layout and `umoci unpack`, then runs the unpacked `/tikban`.
+//! - `smoke [--target T]` runs a dist binary under qemu against a real CrowdSec LAPI and
+//!   `routeros-sim` and waits for one ban to reach the address list.
+//!
+//! This is a tool for the people who build tikban. It is never shipped, and it must not grow
+//! into a second build system: cargo builds, zig links, and this only sequences and checks.
+//! It shells out to tools on `PATH` (`cargo-zigbuild`, `readelf`, `qemu-*-static`, `skopeo`,
+//! `umoci`); `scripts/ci-dist.sh` installs them. See `docs/packaging.md`.
+
+mod dist;
+mod image;
+mod smoke;
+mod targets;
+mod util;
+mod validate;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  dist [--all] [--target T]...   build static binaries and RouterOS image tars into dist/
+                                 (default: aarch64 and x86_64; --all adds armv7 and armv5te;
+                                 T is a triple or arm64|x86|arm|armv5)
+  validate-image TAR...          skopeo inspect, skopeo copy to OCI, umoci unpack, run --version
+  smoke [--target T]             qemu end-to-end: real LAPI + routeros-sim, one ban must appear
+                                 (default target: aarch64; needs `cargo xtask dist` first)";
+
+fn main() -> ExitCode {
+    match run(std::env::args().skip(1).collect()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Vec<String>) -> Result<()> {
+    let Some((command, rest)) = args.split_first() else {
+        bail!("no command\n{USAGE}");
+    };
+    match command.as_str() {
+        "dist" => dist::run(&parse_targets(rest, targets::DEFAULT)?),
+        "validate-image" => {
+            if rest.is_empty() {
+                bail!("validate-image needs at least one tar\n{USAGE}");
+            }
+            rest.iter()
+                .try_for_each(|tar| validate::image(tar.as_ref()))
+        }
+        "smoke" => {
+            let targets = parse_targets(rest, &["aarch64-unknown-linux-musl"])?;
+            targets.iter().try_for_each(|t| smoke::run(t))
+        }
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command {other:?}\n{USAGE}"),
+    }
+}
+
+/// `[--all] [--target T]…` → targets, in [`targets::ALL`] order.
+fn parse_targets(args: &[String], default: &[&str]) -> Result<Vec<&'static targets::Target>> {
+    let mut names: Vec<String> = Vec::new();
+    let mut all = false;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--all" => all = true,
+            "--target" => names.push(it.next().context("--target needs a value")?.clone()),
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    if all {
+        return Ok(targets::ALL.iter().collect());
+    }
+    if names.is_empty() {
+        names = default.iter().map(|s| (*s).to_owned()).collect();
+    }
+    let mut chosen = Vec::new();
+    for name in &names {
+        let t = targets::find(name).with_context(|| {
+            let known: Vec<_> = targets::ALL.iter().map(|t| t.triple).collect();
+            format!("unknown target {name:?}; known: {known:?}")
+        })?;
+        chosen.push(t);
+    }
+    chosen.sort_by_key(|t| targets::ALL.iter().position(|a| a == *t));
+    chosen.dedup();
+    Ok(chosen)
+}
