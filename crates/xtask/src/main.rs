@@ -16,6 +16,7 @@
 
 mod dist;
 mod image;
+mod ros;
 mod smoke;
 mod targets;
 mod util;

@@ -8,16 +8,17 @@
 //! trust the code under test.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use crowdsec_lapi::testing::Lapi;
-use routeros_proto::{Command as ApiCommand, Decoder, Limits, Query, Reply, ReplyKind, login};
+use routeros_proto::{Command as ApiCommand, Query};
 
+use crate::ros;
 use crate::targets::Target;
 use crate::util;
 
@@ -174,62 +175,15 @@ fn start_sim(sim_bin: &Path) -> Result<(Reaper, SocketAddr)> {
 
 /// Logs in and prints `/ip/firewall/address-list ?list=<list>`; returns the addresses.
 fn list_addresses(addr: SocketAddr, list: &str) -> Result<Vec<String>> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut decoder = Decoder::new(Limits::default());
-
-    send(
-        &mut stream,
-        &login::login_command(USER, PASSWORD.as_bytes())?,
-    )?;
-    let reply = read_reply(&mut stream, &mut decoder)?;
-    if reply.kind != ReplyKind::Done {
-        bail!("login answered {:?}", reply.kind);
-    }
-
+    let mut session = ros::Session::login(addr, USER, PASSWORD)?;
     let print = ApiCommand::builder("/ip/firewall/address-list/print")
         .query(Query::Eq("list".to_owned(), list.as_bytes().to_vec()))
         .build()?;
-    send(&mut stream, &print)?;
-    let mut addresses = Vec::new();
-    loop {
-        let reply = read_reply(&mut stream, &mut decoder)?;
-        match reply.kind {
-            ReplyKind::Re => {
-                if let Some(a) = reply.attributes.get_lossy("address") {
-                    addresses.push(a.into_owned());
-                }
-            }
-            ReplyKind::Done => return Ok(addresses),
-            ReplyKind::Empty => {}
-            ReplyKind::Trap | ReplyKind::Fatal => bail!(
-                "print answered {:?}: {:?}",
-                reply.kind,
-                reply.message().map(String::from_utf8_lossy)
-            ),
-        }
-    }
-}
-
-fn send(stream: &mut TcpStream, command: &ApiCommand) -> Result<()> {
-    let mut wire = Vec::new();
-    command.encode(&mut wire);
-    stream.write_all(&wire)?;
-    Ok(())
-}
-
-fn read_reply(stream: &mut TcpStream, decoder: &mut Decoder) -> Result<Reply> {
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(sentence) = decoder.poll_sentence()? {
-            return Ok(Reply::parse(&sentence)?);
-        }
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            bail!("routeros-sim closed the connection");
-        }
-        decoder.feed(&buf[..n]);
-    }
+    Ok(session
+        .run(&print)?
+        .iter()
+        .filter_map(|row| row.get_lossy("address").map(|a| a.into_owned()))
+        .collect())
 }
 
 /// The last 4 KiB of a file, for failure reports.
