@@ -128,20 +128,26 @@ fn free_port() -> u16 {
 impl Lapi {
     /// Starts a plain-HTTP LAPI.
     pub fn start() -> Self {
-        Self::start_inner(None)
+        Self::start_inner(None, None)
+    }
+
+    /// Starts a plain-HTTP LAPI whose temporary directory lives under `parent` (the demo keeps
+    /// everything under `target/`).
+    pub fn start_in(parent: &Path) -> Self {
+        Self::start_inner(None, Some(parent))
     }
 
     /// Starts an HTTPS LAPI using `pki`, client certificates verified if given, bouncers accepted
     /// with OU `bouncer-ou` (`api.server.tls`, §2).
     pub fn start_tls(pki: &TestPki) -> Self {
-        Self::start_inner(Some(pki))
+        Self::start_inner(Some(pki), None)
     }
 
-    fn start_inner(pki: Option<&TestPki>) -> Self {
+    fn start_inner(pki: Option<&TestPki>, parent: Option<&Path>) -> Self {
         let bin = crowdsec_bin_dir();
         let mut last_err = String::new();
         for _attempt in 0..3 {
-            match Self::try_start(&bin, pki) {
+            match Self::try_start(&bin, pki, parent) {
                 Ok(l) => return l,
                 Err(e) => last_err = e,
             }
@@ -149,11 +155,14 @@ impl Lapi {
         panic!("LAPI did not start: {last_err}");
     }
 
-    fn try_start(bin: &Path, pki: Option<&TestPki>) -> Result<Self, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("tikban-lapi-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
+    fn try_start(bin: &Path, pki: Option<&TestPki>, parent: Option<&Path>) -> Result<Self, String> {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("tikban-lapi-");
+        let dir = match parent {
+            Some(p) => builder.tempdir_in(p),
+            None => builder.tempdir(),
+        }
+        .map_err(|e| e.to_string())?;
         let d = dir.path();
         for sub in ["data", "hub"] {
             std::fs::create_dir_all(d.join(sub)).map_err(|e| e.to_string())?;

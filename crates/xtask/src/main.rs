@@ -6,6 +6,8 @@
 //!   docker-archive tar per RouterOS architecture into `dist/` ([`image`]).
 //! - `validate-image TAR…` checks tars with third-party tools: `skopeo inspect`, then
 //!   `skopeo copy` to an OCI layout and `umoci unpack`, then runs the unpacked `/tikban`.
+//! - `demo [--once]` walks through tikban's story with the real LAPI, `routeros-sim` and a
+//!   release `tikban` ([`demo`]).
 //! - `smoke [--target T]` runs a dist binary under qemu against a real CrowdSec LAPI and
 //!   `routeros-sim` and waits for one ban to reach the address list.
 //!
@@ -14,6 +16,7 @@
 //! It shells out to tools on `PATH` (`cargo-zigbuild`, `readelf`, `qemu-*-static`, `skopeo`,
 //! `umoci`); `scripts/ci-dist.sh` installs them. See `docs/packaging.md`.
 
+mod demo;
 mod dist;
 mod image;
 mod ros;
@@ -30,6 +33,9 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
+  demo [--once]                  real LAPI + routeros-sim + tikban: ban, show, unban, metrics;
+                                 then a live status line until Ctrl-C (--once: stop after the
+                                 story, exit non-zero if a checkpoint fails)
   dist [--all] [--target T]...   build static binaries and RouterOS image tars into dist/
                                  (default: aarch64 and x86_64; --all adds armv7 and armv5te;
                                  T is a triple or arm64|x86|arm|armv5)
@@ -64,6 +70,7 @@ fn run(args: Vec<String>) -> Result<()> {
             let targets = parse_targets(rest, &["aarch64-unknown-linux-musl"])?;
             targets.iter().try_for_each(|t| smoke::run(t))
         }
+        "demo" => demo::run(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())
