@@ -15,7 +15,9 @@ pub enum CommandError {
     #[error("invalid command path {0:?}: expected /menu/.../verb with letters, digits, '-' or '_'")]
     InvalidPath(String),
     /// An attribute or query name is empty or holds a byte that would change how the word splits.
-    #[error("invalid attribute name {0:?}: expected letters, digits, '-', '_' or '.', not starting with '='")]
+    #[error(
+        "invalid attribute name {0:?}: expected letters, digits, '-', '_' or '.', not starting with '='"
+    )]
     InvalidName(String),
     /// A `?#` operator string holds something other than `!&|.` and digits.
     #[error("invalid query operators {0:?}: expected only '!', '&', '|', '.' and digits")]
@@ -449,7 +451,15 @@ mod tests {
 
     #[test]
     fn rejects_bad_paths() {
-        for bad in ["", "ip/address", "/", "/ip//address", "/ip/address/", "/ip address", "/a=b"] {
+        for bad in [
+            "",
+            "ip/address",
+            "/",
+            "/ip//address",
+            "/ip/address/",
+            "/ip address",
+            "/a=b",
+        ] {
             assert!(
                 matches!(
                     Command::builder(bad).build(),

@@ -293,7 +293,10 @@ mod tests {
             ..Limits::default()
         });
         dec.feed(b"\x01a\x01b\x01c\x00");
-        assert_eq!(dec.poll_sentence(), Err(DecodeError::TooManyWords { max: 2 }));
+        assert_eq!(
+            dec.poll_sentence(),
+            Err(DecodeError::TooManyWords { max: 2 })
+        );
     }
 
     #[test]
@@ -328,6 +331,10 @@ mod tests {
             assert_eq!(decode_all(&mut dec).len(), 2000);
         }
         assert_eq!(dec.buffered(), 0);
-        assert!(dec.buf.capacity() < 4 * chunk.len(), "{}", dec.buf.capacity());
+        assert!(
+            dec.buf.capacity() < 4 * chunk.len(),
+            "{}",
+            dec.buf.capacity()
+        );
     }
 }

@@ -129,7 +129,11 @@ mod tests {
         for &(len, bytes) in vectors {
             assert_eq!(enc(len), bytes, "encode {len:#x}");
             assert_eq!(encoded_len_size(len), bytes.len(), "size {len:#x}");
-            assert_eq!(decode_len(bytes), Ok(Some((len, bytes.len()))), "decode {len:#x}");
+            assert_eq!(
+                decode_len(bytes),
+                Ok(Some((len, bytes.len()))),
+                "decode {len:#x}"
+            );
             // Trailing bytes are not part of the prefix.
             let mut longer = bytes.to_vec();
             longer.extend_from_slice(&[0xAA, 0xBB]);

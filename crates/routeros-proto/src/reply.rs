@@ -216,12 +216,17 @@ impl Reply {
 
     /// The reason of a `!fatal`: its bare word, or `=message=` if a router ever sends one.
     pub fn fatal_reason(&self) -> Option<&[u8]> {
-        self.bare.first().map(Vec::as_slice).or_else(|| self.message())
+        self.bare
+            .first()
+            .map(Vec::as_slice)
+            .or_else(|| self.message())
     }
 
     /// The tag as text, if present and UTF-8.
     pub fn tag_str(&self) -> Option<&str> {
-        self.tag.as_deref().and_then(|t| std::str::from_utf8(t).ok())
+        self.tag
+            .as_deref()
+            .and_then(|t| std::str::from_utf8(t).ok())
     }
 
     /// Builds the wire sentence of this reply (used by the emulator and tests).
@@ -317,7 +322,10 @@ mod tests {
     fn parses_fatal_bare_reason() {
         let r = Reply::parse(&s(&[b"!fatal", b"session terminated on request"])).unwrap();
         assert_eq!(r.kind, ReplyKind::Fatal);
-        assert_eq!(r.fatal_reason(), Some(&b"session terminated on request"[..]));
+        assert_eq!(
+            r.fatal_reason(),
+            Some(&b"session terminated on request"[..])
+        );
     }
 
     #[test]
@@ -340,7 +348,10 @@ mod tests {
     fn bare_word_outside_fatal_is_an_error() {
         assert!(matches!(
             Reply::parse(&s(&[b"!re", b"oops"])),
-            Err(ReplyError::UnexpectedWord { kind: ReplyKind::Re, .. })
+            Err(ReplyError::UnexpectedWord {
+                kind: ReplyKind::Re,
+                ..
+            })
         ));
     }
 

@@ -106,7 +106,10 @@ fn our_decoder_reads_what_librouteros_encodes() {
     for s in &sentences {
         s.encode(&mut ours);
     }
-    assert_eq!(bytes, ours, "librouteros and routeros-proto encode differently");
+    assert_eq!(
+        bytes, ours,
+        "librouteros and routeros-proto encode differently"
+    );
 
     // Odd chunk sizes so prefixes and words are split across feeds.
     let mut dec = Decoder::new(limits());
@@ -143,7 +146,10 @@ fn librouteros_reads_what_our_encoder_writes() {
     let want: Vec<Vec<Vec<u8>>> = sentences.into_iter().map(Sentence::into_words).collect();
     assert_eq!(decoded.len(), want.len());
     for (i, (got, want)) in decoded.iter().zip(&want).enumerate() {
-        assert_eq!(got, want, "sentence {i} differs after librouteros decoded it");
+        assert_eq!(
+            got, want,
+            "sentence {i} differs after librouteros decoded it"
+        );
     }
 }
 
