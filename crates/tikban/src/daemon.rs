@@ -22,9 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crowdsec_lapi::{
-    Backoff, ChangeSet, CounterDeltas, DecisionCache, LapiClient, LapiConfig, MetricItem,
-    MetricsMeta, MetricsOutcome, MetricsWindow, OsInfo, PemSource, RemediationComponent,
-    UsageMetrics,
+    Backoff, ChangeSet, CounterDeltas, DecisionCache, LapiClient, LapiConfig, MetricsOutcome,
+    PemSource,
 };
 use futures_util::StreamExt;
 use routeros_client::{Client, ClientConfig, Command, Error as RouterError, Query, Response};
@@ -716,38 +715,14 @@ impl Daemon {
             return;
         };
         self.next_metrics_push = Some(Instant::now() + interval);
-        let mut items = MetricItem::active_decisions(&self.cache.active_counts());
-        for (i, family) in Family::ALL.into_iter().enumerate() {
-            let (bytes, packets) = self.dropped[i];
-            for (unit, absolute) in [("byte", bytes), ("packet", packets)] {
-                let key = format!("dropped/{unit}/{}", family.label());
-                let delta = self.deltas.delta(&key, absolute);
-                items.push(MetricItem {
-                    name: "dropped".into(),
-                    unit: unit.into(),
-                    value: delta as f64,
-                    labels: [("ip_type".to_owned(), family.label().to_owned())].into(),
-                });
-            }
-        }
-        let payload = UsageMetrics::new(RemediationComponent {
-            kind: "tikban".into(),
-            name: None,
-            version: format!("v{}", env!("CARGO_PKG_VERSION")),
-            utc_startup_timestamp: self.started_unix,
-            os: Some(OsInfo {
-                name: "linux".into(),
-                version: "routeros".into(),
-            }),
-            feature_flags: Vec::new(),
-            metrics: vec![MetricsWindow {
-                meta: MetricsMeta {
-                    window_size_seconds: interval.as_secs(),
-                    utc_now_timestamp: unix_now(),
-                },
-                items,
-            }],
-        });
+        let payload = crate::usage::payload(
+            &self.cache.active_counts(),
+            self.dropped,
+            &mut self.deltas,
+            self.started_unix,
+            unix_now(),
+            interval.as_secs(),
+        );
         match self.lapi.push_usage_metrics(&payload).await {
             Ok(MetricsOutcome::Unsupported) => self.next_metrics_push = None,
             Ok(_) => {}

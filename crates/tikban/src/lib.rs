@@ -14,6 +14,7 @@ pub mod engine;
 pub mod http;
 pub mod metrics;
 pub mod rostime;
+pub mod usage;
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
