@@ -66,8 +66,9 @@ pub(crate) struct Shared {
     pub version: Version,
     pub clock: SimClock,
     state: Mutex<State>,
-    /// The router CPU: write commands hold it for `cost.per_write`.
-    pub cpu: tokio::sync::Mutex<()>,
+    /// The router CPU: write commands hold it for `cost.per_write`. Holds the instant the last
+    /// write finished in model time (see the executor), `None` before the first.
+    pub cpu: tokio::sync::Mutex<Option<tokio::time::Instant>>,
     pub faults: Mutex<FaultState>,
     pub stall: watch::Sender<bool>,
     /// Bumped to drop every connection.
@@ -144,7 +145,7 @@ impl Sim {
                 version,
                 clock,
                 state: Mutex::new(State::new()),
-                cpu: tokio::sync::Mutex::new(()),
+                cpu: tokio::sync::Mutex::new(None),
                 faults: Mutex::new(FaultState {
                     drop_after: None,
                     trap_add_fraction: 0.0,

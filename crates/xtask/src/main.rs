@@ -16,6 +16,7 @@
 //! It shells out to tools on `PATH` (`cargo-zigbuild`, `readelf`, `qemu-*-static`, `skopeo`,
 //! `umoci`); `scripts/ci-dist.sh` installs them. See `docs/packaging.md`.
 
+mod bench;
 mod demo;
 mod dist;
 mod image;
@@ -41,7 +42,9 @@ commands:
                                  T is a triple or arm64|x86|arm|armv5)
   validate-image TAR...          skopeo inspect, skopeo copy to OCI, umoci unpack, run --version
   smoke [--target T]             qemu end-to-end: real LAPI + routeros-sim, one ban must appear
-                                 (default target: aarch64; needs `cargo xtask dist` first)";
+                                 (default target: aarch64; needs `cargo xtask dist` first)
+  bench [--full]                 benchmarks against the real LAPI and routeros-sim: one table,
+                                 target/bench/results.json (docs/benchmarks.md)";
 
 fn main() -> ExitCode {
     match run(std::env::args().skip(1).collect()) {
@@ -71,6 +74,7 @@ fn run(args: Vec<String>) -> Result<()> {
             targets.iter().try_for_each(|t| smoke::run(t))
         }
         "demo" => demo::run(rest),
+        "bench" => bench::run(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())

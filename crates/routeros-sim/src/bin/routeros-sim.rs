@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! routeros-sim --listen 127.0.0.1:PORT --user NAME --password PASS [--version 7.20.1]
-//!              [--tls] [--tls-cert-out FILE] [--per-write-ms N] [--latency-ms N]
+//!              [--tls] [--tls-cert-out FILE] [--per-write-ms MS] [--latency-ms MS]
 //!              [--identity NAME] [--arch NAME] [--max-sessions N]
 //! ```
 //!
@@ -16,7 +16,7 @@ use routeros_sim::{Sim, SimConfig, TlsIdentity, User};
 use tokio::net::TcpListener;
 
 const USAGE: &str = "usage: routeros-sim --listen ADDR [--user NAME] [--password PASS] \
-[--version V] [--tls] [--tls-cert-out FILE] [--per-write-ms N] [--latency-ms N] \
+[--version V] [--tls] [--tls-cert-out FILE] [--per-write-ms MS] [--latency-ms MS] \
 [--identity NAME] [--arch NAME] [--max-sessions N]";
 
 /// Flags as typed.
@@ -31,10 +31,13 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut config = SimConfig::default();
     let (mut listen, mut user, mut password) = (None, "admin".to_owned(), String::new());
     let (mut tls, mut cert_out) = (false, None);
+    // Fractions are allowed (`--latency-ms 0.3`): a real router's API latency is sub-millisecond.
     let ms = |v: String, flag: &str| -> Result<Duration, String> {
-        v.parse::<u64>()
-            .map(Duration::from_millis)
-            .map_err(|_| format!("{flag}: expected milliseconds, got {v:?}"))
+        v.parse::<f64>()
+            .ok()
+            .filter(|ms| ms.is_finite() && *ms >= 0.0 && *ms < 1e9)
+            .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+            .ok_or_else(|| format!("{flag}: expected milliseconds, got {v:?}"))
     };
     while let Some(flag) = it.next() {
         if flag == "--tls" {

@@ -42,7 +42,14 @@ pub struct Sim {
 impl Sim {
     pub fn start(bin: &Path, cost: Option<Cost>) -> Result<Sim> {
         let mut cmd = Command::new(bin);
-        cmd.args(["--listen", "127.0.0.1:0", "--user", USER, "--password", PASSWORD]);
+        cmd.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--user",
+            USER,
+            "--password",
+            PASSWORD,
+        ]);
         if let Some(c) = cost {
             cmd.args(["--per-write-ms", &c.per_write_ms.to_string()]);
             cmd.args(["--latency-ms", &c.latency_ms.to_string()]);
@@ -111,8 +118,7 @@ impl Sim {
                         }
                         if let Some(a) = reply.attributes.get_lossy("address") {
                             let a = a.into_owned();
-                            if seen.insert(a.clone()) && tx.send(Seen { address: a, at }).is_err()
-                            {
+                            if seen.insert(a.clone()) && tx.send(Seen { address: a, at }).is_err() {
                                 return;
                             }
                         }
@@ -244,7 +250,11 @@ impl Tikban {
 
     /// Polls `/health` every 10 ms until 200; returns the time since start. Calls `each` on
     /// every round (to sample `/proc`).
-    pub fn wait_healthy(&mut self, within: Duration, mut each: impl FnMut(&Self)) -> Result<Duration> {
+    pub fn wait_healthy(
+        &mut self,
+        within: Duration,
+        mut each: impl FnMut(&Self),
+    ) -> Result<Duration> {
         let deadline = Instant::now() + within;
         loop {
             each(self);
@@ -290,11 +300,7 @@ pub fn parse_commands(metrics: &str) -> HashMap<String, u64> {
         let Some((kind, rest)) = rest.split_once('"') else {
             continue;
         };
-        let Some(n) = rest
-            .rsplit(' ')
-            .next()
-            .and_then(|n| n.parse::<f64>().ok())
-        else {
+        let Some(n) = rest.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok()) else {
             continue;
         };
         *out.entry(kind.to_owned()).or_default() += n as u64;
@@ -353,13 +359,13 @@ pub fn cpu_secs(pid: u32) -> Result<f64> {
 fn clk_tck() -> f64 {
     static TCK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     *TCK.get_or_init(|| {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
     })
 }
 
