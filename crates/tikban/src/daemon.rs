@@ -455,7 +455,7 @@ impl Daemon {
                     Err(e) => return self.router_failed(&e),
                 }
             }
-            ops.extend(self.engine.finish_reconcile());
+            ops.extend(self.engine.finish_reconcile(&self.cache));
         }
         let started = Instant::now();
         let mut tally = Tally::default();

@@ -29,6 +29,9 @@ use crowdsec_lapi::{Change, DecisionCache, Label, Value};
 /// The longest timeout RouterOS accepts: `35w3d13:13:56` (`routeros-api.md` §9).
 pub const MAX_TIMEOUT_SECS: u64 = 21_474_836;
 
+/// A removal is skipped when the router entry ends by itself within this many seconds.
+const EXPIRY_SLACK_SECS: u32 = 2;
+
 /// Address family: which menu and which list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
@@ -302,6 +305,9 @@ pub struct Engine {
     stale: bool,
     /// A reconcile in progress.
     building: Option<Building>,
+    /// Cache position `plan_missing` resumes from, per family. Valid while the cache is not
+    /// mutated between calls (the daemon runs a reconcile's chunks back to back).
+    missing_cursor: [usize; 2],
 }
 
 /// A family's view being rebuilt from streamed rows.
@@ -354,6 +360,7 @@ impl Engine {
             retry: HashSet::new(),
             stale: true,
             building: None,
+            missing_cursor: [0; 2],
         }
     }
 
@@ -459,7 +466,7 @@ impl Engine {
                 }
                 Change::Removed { value } => {
                     self.retry.remove(value);
-                    if let Some(op) = self.plan_removal(value) {
+                    if let Some(op) = self.plan_removal(value, now) {
                         ops.push(op);
                     }
                 }
@@ -470,10 +477,18 @@ impl Engine {
         ops
     }
 
-    fn plan_removal(&mut self, value: &Value) -> Option<Op> {
+    fn plan_removal(&mut self, value: &Value, now: Instant) -> Option<Op> {
         let held = *self.held(value)?;
         if !held.owned {
             // A manual entry enforced the ban; it stays, and we stop tracking it.
+            self.forget(value);
+            return None;
+        }
+        if !held.pending && held.expires <= self.secs(now) + EXPIRY_SLACK_SECS {
+            // The router entry carries the same end as the decision and vanishes by itself
+            // within a moment: a remove would be a wasted write (the day-of-churn benchmark
+            // counted ~5 000 of them a day). Unbans by deletion still remove: their router
+            // entries have hours left.
             self.forget(value);
             return None;
         }
@@ -533,7 +548,7 @@ impl Engine {
                         .unwrap_or_else(|| Label::new(""));
                     ops.push(self.add_op(value, expires_at, origin, now));
                 }
-                (None, Some(_)) => ops.extend(self.plan_removal(&value)),
+                (None, Some(_)) => ops.extend(self.plan_removal(&value, now)),
                 _ => {}
             }
         }
@@ -556,7 +571,7 @@ impl Engine {
         for row in rows {
             self.reconcile_row(row, cache, now);
         }
-        let mut ops = self.finish_reconcile();
+        let mut ops = self.finish_reconcile(cache);
         ops.extend(self.plan_missing(family, cache, now, usize::MAX));
         ops
     }
@@ -564,6 +579,7 @@ impl Engine {
     /// Starts rebuilding one family's view. Rows then stream in one at a time, so a 100k-entry
     /// print is never held whole.
     pub fn begin_reconcile(&mut self, family: Family) {
+        self.missing_cursor[family.index()] = 0;
         self.building = Some(Building {
             family,
             held: HashMap::new(),
@@ -637,7 +653,7 @@ impl Engine {
 
     /// Ends the rebuild: installs the new view and returns the removals of unwanted owned
     /// entries. Then call [`Engine::plan_missing`] until it returns nothing.
-    pub fn finish_reconcile(&mut self) -> Vec<Op> {
+    pub fn finish_reconcile(&mut self, cache: &DecisionCache) -> Vec<Op> {
         let Some(Building {
             family,
             held,
@@ -647,8 +663,12 @@ impl Engine {
             return Vec::new();
         };
         self.held[family.index()] = held;
-        // The adds of missing values come from `plan_missing`, in bounded chunks.
-        self.held[family.index()].shrink_to_fit();
+        // The adds of missing values come from `plan_missing`, in bounded chunks. Reserve once
+        // for every banned value (an upper bound) so the view never rehashes into a second,
+        // doubled table in the middle of a cold sync.
+        let f = family.index();
+        let room = cache.len().saturating_sub(self.held[f].len());
+        self.held[f].reserve(room);
         self.retry.retain(|v| Family::of(v) != family);
         ops.sort_by_key(Op::order);
         ops
@@ -669,7 +689,12 @@ impl Engine {
             return ops;
         }
         let f = family.index();
-        for (value, expires_at, origin) in cache.iter() {
+        // Resume where the previous chunk stopped: skipping costs no hashing, so a 1M-value cold
+        // sync stays linear instead of rescanning the cache for every chunk.
+        let start = self.missing_cursor[f];
+        let mut scanned = 0;
+        for (value, expires_at, origin) in cache.iter().skip(start) {
+            scanned += 1;
             if Family::of(&value) != family
                 || self.held[f].contains_key(&value)
                 || self.retry.contains(&value)
@@ -681,6 +706,7 @@ impl Engine {
                 break;
             }
         }
+        self.missing_cursor[f] = start + scanned;
         ops
     }
 
@@ -718,7 +744,7 @@ impl Engine {
                     // No usable id: look it up so a later remove needs no search.
                     follow.push(Op::Lookup { value });
                 } else if wanted.is_none() {
-                    follow.extend(self.plan_removal(&value));
+                    follow.extend(self.plan_removal(&value, now));
                 }
             }
             (Op::Add { .. }, Outcome::Duplicate) => {
@@ -788,7 +814,7 @@ impl Engine {
                             },
                         );
                         if wanted.is_none() && id.is_some() {
-                            follow.extend(self.plan_removal(&value));
+                            follow.extend(self.plan_removal(&value, now));
                         }
                     }
                     (None, Some(row)) => {
@@ -996,6 +1022,65 @@ mod tests {
         let ops = e.plan_tick(&cache, later);
         assert!(matches!(ops[..], [Op::Refresh { .. }]), "{ops:?}");
         e.on_outcome(&ops[0], Outcome::NoSuchItem, &cache, later);
+    }
+
+    #[test]
+    fn a_ban_that_runs_out_is_not_removed_by_hand() {
+        let t0 = Instant::now();
+        let mut cache = DecisionCache::new(t0);
+        let mut e = engine(t0);
+        let ops = e.plan_changes(&ban(&mut cache, "192.0.2.11", 1, 600, t0), t0);
+        e.on_outcome(&ops[0], Outcome::Done(Some(rid(11))), &cache, t0);
+        // The router entry got the same 600 s; both end together: no write.
+        let end = t0 + Duration::from_secs(600);
+        let changes = cache.expire(end);
+        assert!(matches!(changes[..], [Change::Removed { .. }]));
+        assert!(e.plan_changes(&changes, end).is_empty());
+        assert_eq!(e.owned_count(Family::V4), 0);
+        // A deletion long before the end still removes.
+        let ops = e.plan_changes(&ban(&mut cache, "192.0.2.12", 2, 600, end), end);
+        e.on_outcome(&ops[0], Outcome::Done(Some(rid(12))), &cache, end);
+        let later = end + Duration::from_secs(60);
+        let ops = e.plan_changes(&unban(&mut cache, "192.0.2.12", 2, later), later);
+        assert_eq!(
+            ops,
+            [Op::Remove {
+                value: v("192.0.2.12"),
+                id: rid(12)
+            }]
+        );
+    }
+
+    #[test]
+    fn plan_missing_resumes_and_covers_every_value_once() {
+        let t0 = Instant::now();
+        let mut cache = DecisionCache::new(t0);
+        let mut e = engine(t0);
+        for i in 0..1000u32 {
+            ban(
+                &mut cache,
+                &format!("10.1.{}.{}", i / 250, i % 250 + 1),
+                i64::from(i),
+                600,
+                t0,
+            );
+        }
+        e.begin_reconcile(Family::V4);
+        assert!(e.finish_reconcile(&cache).is_empty());
+        let mut seen = HashSet::new();
+        loop {
+            let ops = e.plan_missing(Family::V4, &cache, t0, 64);
+            if ops.is_empty() {
+                break;
+            }
+            assert!(ops.len() <= 64);
+            for op in &ops {
+                assert!(seen.insert(*op.value()), "{op:?} planned twice");
+                e.on_outcome(op, Outcome::Done(Some(rid(seen.len() as u32))), &cache, t0);
+            }
+        }
+        assert_eq!(seen.len(), 1000);
+        assert_eq!(e.owned_count(Family::V4), 1000);
     }
 
     #[test]
