@@ -15,7 +15,6 @@
 
 mod churn;
 mod fake_lapi;
-mod procs;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,8 +23,8 @@ use anyhow::{Context, Result, bail};
 use crowdsec_lapi::testing::Lapi;
 use serde_json::json;
 
+use crate::procs::{self, Cost, Sim, Tikban};
 use crate::util;
-use procs::{Cost, Sim, Tikban};
 
 /// The RB5009-like cost model of scenarios 1, 2 and 4.
 const RB5009: Cost = Cost {

@@ -9,10 +9,9 @@
 //! it starts is stopped on exit.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -22,26 +21,15 @@ use crowdsec_lapi::testing::Lapi;
 use indicatif::{ProgressBar, ProgressStyle};
 use routeros_proto::{Attributes, Command as ApiCommand, Query};
 
+use crate::procs::{self, PASSWORD, Reaper, USER, free_port, http_get};
 use crate::ros::Session;
 use crate::util;
 
-const USER: &str = "tikban";
-const PASSWORD: &str = "demo-router-password";
 const V4: &str = "crowdsec-banned";
 const V6: &str = "crowdsec6-banned";
 /// tikban polls this often in the demo; every wait below allows a few polls.
 const POLL: &str = "2s";
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Kills a child process when dropped.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Removes the demo's working directory when dropped.
 struct Workdir(PathBuf);
@@ -73,7 +61,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let key = lapi.add_bouncer("tikban-demo");
     done(&spin, format!("LAPI listening on {}", lapi.url()));
 
-    let (sim, router) = start_sim(&bins.sim)?;
+    let sim = procs::Sim::start(&bins.sim, None)?;
+    let router = sim.addr;
     let mut session = Session::login(router, USER, PASSWORD)?;
     add_drop_rules(&mut session)?;
     println!(
@@ -355,35 +344,6 @@ fn build(target_dir: &Path) -> Result<Binaries> {
     })
 }
 
-fn start_sim(bin: &Path) -> Result<(Reaper, SocketAddr)> {
-    let mut child = Command::new(bin)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--user",
-            USER,
-            "--password",
-            PASSWORD,
-        ])
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .with_context(|| format!("start {}", bin.display()))?;
-    let stdout = child.stdout.take().context("routeros-sim stdout")?;
-    let sim = Reaper(child);
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .context("read routeros-sim output")?;
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .with_context(|| format!("routeros-sim printed {line:?}, expected `listening on ADDR`"))?
-        .parse()
-        .context("routeros-sim address")?;
-    Ok((sim, addr))
-}
-
 /// What `routeros-scripts/tikban-setup.rsc` creates on a real router: raw prerouting drops.
 fn add_drop_rules(session: &mut Session) -> Result<()> {
     for (menu, list) in [("/ip/firewall/raw/add", V4), ("/ipv6/firewall/raw/add", V6)] {
@@ -487,36 +447,8 @@ fn metric(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let code = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("HTTP status")?;
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
-}
-
 fn log_tail(work: &Path) -> String {
-    let text = std::fs::read_to_string(work.join("tikban.log")).unwrap_or_default();
-    let start = text.len().saturating_sub(3000);
-    text.get(start..).unwrap_or(&text).to_owned()
+    procs::tail(&work.join("tikban.log"))
 }
 
 #[cfg(test)]

@@ -20,8 +20,10 @@ mod bench;
 mod demo;
 mod dist;
 mod image;
+mod procs;
 mod ros;
 mod smoke;
+mod soak;
 mod targets;
 mod util;
 mod validate;
@@ -34,6 +36,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
+  soak [--minutes N]             churn (~100 changes/s) with router faults against the real LAPI;
+                                 RSS must stay flat, the router must end equal to LAPI (default 2)
   demo [--once]                  real LAPI + routeros-sim + tikban: ban, show, unban, metrics;
                                  then a live status line until Ctrl-C (--once: stop after the
                                  story, exit non-zero if a checkpoint fails)
@@ -74,6 +78,7 @@ fn run(args: Vec<String>) -> Result<()> {
             targets.iter().try_for_each(|t| smoke::run(t))
         }
         "demo" => demo::run(rest),
+        "soak" => soak::run(rest),
         "bench" => bench::run(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");

@@ -8,16 +8,15 @@
 //! trust the code under test.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use crowdsec_lapi::testing::Lapi;
 use routeros_proto::{Command as ApiCommand, Query};
 
+use crate::procs::{self, PASSWORD, Reaper, USER};
 use crate::ros;
 use crate::targets::Target;
 use crate::util;
@@ -26,18 +25,6 @@ use crate::util;
 pub const DEADLINE: Duration = Duration::from_secs(60);
 const BANNED: &str = "192.0.2.7";
 const LIST: &str = "crowdsec-banned";
-const USER: &str = "tikban";
-const PASSWORD: &str = "smoke-test-password";
-
-/// Kills the child when dropped, so no process outlives a failed smoke.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Runs the smoke for `target`; `cargo xtask dist` must have built its binary.
 pub fn run(target: &Target) -> Result<()> {
@@ -72,7 +59,8 @@ pub fn run(target: &Target) -> Result<()> {
     eprintln!("=== smoke: start the CrowdSec LAPI and routeros-sim");
     let lapi = Lapi::start();
     let key = lapi.add_bouncer("tikban-smoke");
-    let (sim, sim_addr) = start_sim(&sim_bin)?;
+    let sim = procs::Sim::start(&sim_bin, None)?;
+    let sim_addr = sim.addr;
 
     let work = tempfile::tempdir().context("temporary directory")?;
     let log_path = work.path().join("tikban.log");
@@ -137,40 +125,10 @@ pub fn run(target: &Target) -> Result<()> {
         Err(why) => bail!(
             "smoke {} failed: {why}\n--- tikban output ---\n{}\n--- LAPI log tail ---\n{}",
             target.triple,
-            tail(&log_path),
+            procs::tail(&log_path),
             lapi.log_tail()
         ),
     }
-}
-
-/// Starts `routeros-sim` on a free port and waits for its `listening on ADDR` line.
-fn start_sim(sim_bin: &Path) -> Result<(Reaper, SocketAddr)> {
-    let mut child = Command::new(sim_bin)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--user",
-            USER,
-            "--password",
-            PASSWORD,
-        ])
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .with_context(|| format!("start {}", sim_bin.display()))?;
-    let stdout = child.stdout.take().context("routeros-sim stdout")?;
-    let sim = Reaper(child);
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .context("read routeros-sim output")?;
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .with_context(|| format!("routeros-sim printed {line:?}, expected `listening on ADDR`"))?
-        .parse()
-        .context("routeros-sim address")?;
-    Ok((sim, addr))
 }
 
 /// Logs in and prints `/ip/firewall/address-list ?list=<list>`; returns the addresses.
@@ -184,11 +142,4 @@ fn list_addresses(addr: SocketAddr, list: &str) -> Result<Vec<String>> {
         .iter()
         .filter_map(|row| row.get_lossy("address").map(|a| a.into_owned()))
         .collect())
-}
-
-/// The last 4 KiB of a file, for failure reports.
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let start = text.len().saturating_sub(4096);
-    text.get(start..).unwrap_or(&text).to_owned()
 }

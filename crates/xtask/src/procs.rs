@@ -1,4 +1,5 @@
-//! The processes a bench drives: `routeros-sim`, `tikban`, and what `/proc` says about them.
+//! The processes xtask drives (bench, demo, smoke, soak): `routeros-sim`, `tikban`, and what
+//! `/proc` says about them.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -13,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use routeros_proto::{Command as ApiCommand, Decoder, Limits, Query, Reply, ReplyKind, login};
 
 pub const USER: &str = "tikban";
-pub const PASSWORD: &str = "bench-password";
+pub const PASSWORD: &str = "xtask-router-password";
 pub const LIST: &str = "crowdsec-banned";
 
 /// Kills the child when dropped.
@@ -277,6 +278,11 @@ impl Tikban {
         Ok(parse_commands(&body))
     }
 
+    /// True once the process has exited.
+    pub fn exited(&mut self) -> Result<bool> {
+        Ok(self.proc.0.try_wait()?.is_some())
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -332,12 +338,21 @@ pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
 
 /// Peak RSS (`VmHWM`) in bytes.
 pub fn vm_hwm(pid: u32) -> Result<u64> {
+    status_kb(pid, "VmHWM:")
+}
+
+/// Current RSS (`VmRSS`) in bytes.
+pub fn vm_rss(pid: u32) -> Result<u64> {
+    status_kb(pid, "VmRSS:")
+}
+
+fn status_kb(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .context("no VmHWM")?;
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
     Ok(kb * 1024)
 }
 
