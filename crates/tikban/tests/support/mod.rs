@@ -2,6 +2,8 @@
 //! `tikban` binary configured only through env vars, as on a router.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -152,6 +154,15 @@ impl Drop for Tikban {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `env` with each `(name, value)` of `extra` set, replacing an earlier value.
+pub fn with_env(mut env: Vec<(String, String)>, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    for (k, v) in extra {
+        env.retain(|(ek, _)| ek != k);
+        env.push(((*k).to_owned(), (*v).to_owned()));
+    }
+    env
 }
 
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
