@@ -40,7 +40,9 @@ for entry in "${targets[@]}"; do
     mkdir -p "$root/$crate/$corpus"
     log=$(mktemp)
     # Corpus paths are relative to the crate directory, where cargo fuzz runs.
-    if (cd "$root/$crate" && cargo +nightly fuzz run -O "$target" "$corpus" ${seeds:+"$seeds"} -- \
+    # One target directory for all four fuzz workspaces: tokio, hyper and rustls build once.
+    if (cd "$root/$crate" && cargo +nightly fuzz run -O --target-dir "$root/target/fuzz" \
+        "$target" "$corpus" ${seeds:+"$seeds"} -- \
         -max_total_time="$seconds" -print_final_stats=1) >"$log" 2>&1; then
         execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
         corp=$(grep -o 'corp: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
