@@ -30,10 +30,14 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             None => pairs.push((value.clone(), value)),
         }
     }
-    // A marker the fuzzer typed into a non-secret value may be echoed legitimately.
-    let typed = pairs
-        .iter()
-        .any(|(k, v)| !markers.contains(v) && (k.contains(MARKER) || v.contains(MARKER)));
+    // A marker the fuzzer typed into a non-secret value may be echoed legitimately, in any case:
+    // the parser lower-cases some values (decision types), so `Tikban-secret-marker-0` typed by
+    // the fuzzer comes back as the marker itself (a false alarm found by the CI smoke; its input
+    // is kept in the seeds as a regression).
+    let typed = pairs.iter().any(|(k, v)| {
+        !markers.contains(v)
+            && (k.to_ascii_lowercase().contains(MARKER) || v.to_ascii_lowercase().contains(MARKER))
+    });
     let text = match Config::from_vars(pairs) {
         Ok(config) => format!("{config:?}"),
         Err(e) => format!("{e} {e:?}"),
