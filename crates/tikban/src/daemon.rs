@@ -500,9 +500,20 @@ impl Daemon {
         if e.is_connection_lost() {
             self.router_lost(&e.to_string());
         } else {
-            // A trap or a timeout on a print: keep the connection, try again next tick.
+            // A trap or a timeout on a print: keep the connection, try again next tick. Warn at
+            // most once a minute: a user without `read` would otherwise fill the router's
+            // 1000-line log with one line per tick.
             let hint = policy_hint(&e.to_string());
-            tracing::warn!(cause = %e, "router print failed{hint}");
+            let now = Instant::now();
+            if self
+                .last_refusal_warn
+                .is_none_or(|t| now.duration_since(t) >= REFUSAL_WARN_EVERY)
+            {
+                self.last_refusal_warn = Some(now);
+                tracing::warn!(cause = %e, "router print failed{hint}");
+            } else {
+                tracing::debug!(cause = %e, "router print failed again");
+            }
             self.engine.mark_stale();
         }
     }
