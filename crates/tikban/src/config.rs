@@ -598,59 +598,12 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     if text == "0" {
         return Some(Duration::ZERO);
     }
-    humantime::parse_duration(text)
-        .ok()
-        .or_else(|| parse_go_duration(text))
-}
-
-/// Go's `time.ParseDuration` forms without sign: sequences of decimal numbers with optional
-/// fraction and a unit (`h`, `m`, `s`, `ms`, `us`, `µs`, `ns`).
-fn parse_go_duration(text: &str) -> Option<Duration> {
-    let mut rest = text;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let num: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" | "μs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += num * scale;
-    }
-    (total.is_finite() && total < 1e12).then(|| Duration::from_secs_f64(total))
-}
-
-/// Parses a SHA-256 fingerprint: 64 hex digits, optionally separated by `:` or spaces.
-pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
-    let digits: Vec<u8> = text
-        .bytes()
-        .filter(|b| !matches!(b, b':' | b' ' | b'-'))
-        .collect();
-    if digits.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in digits.chunks_exact(2).enumerate() {
-        let hi = (pair[0] as char).to_digit(16)?;
-        let lo = (pair[1] as char).to_digit(16)?;
-        out[i] = (hi * 16 + lo) as u8;
-    }
-    Some(out)
+    // The Go form is the one LAPI itself prints; negative durations are refused.
+    humantime::parse_duration(text).ok().or_else(|| {
+        crowdsec_lapi::GoDuration::parse(text)
+            .ok()
+            .and_then(crowdsec_lapi::GoDuration::to_std)
+    })
 }
 
 /// Splits `host[:port]`; IPv6 must be bracketed when a port is given (`[fd00::1]:8728`).
@@ -880,7 +833,7 @@ impl Config {
             }
         };
         let fingerprint = C::value(&raw.mikrotik_tls_fingerprint).and_then(|f| {
-            let parsed = parse_fingerprint(f);
+            let parsed = routeros_client::parse_fingerprint(f).ok();
             if parsed.is_none() {
                 c.problem(
                     "MIKROTIK_TLS_FINGERPRINT",
