@@ -293,7 +293,7 @@ fn connection_drops_mid_sync_converge_without_duplicates() {
 
 #[test]
 fn bad_environment_exits_2_listing_every_problem() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tikban"))
+    let out = std::process::Command::new(support::tikban_bin())
         .env_clear()
         .env("CROWDSEC_URL", "ftp://nope")
         .env("CROWDSEC_BOUNCER_API_KEY", "k3y-n0t-printed")
@@ -312,7 +312,7 @@ fn bad_environment_exits_2_listing_every_problem() {
 
 #[test]
 fn help_and_version_list_every_variable() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tikban"))
+    let out = std::process::Command::new(support::tikban_bin())
         .arg("--help")
         .output()
         .unwrap();
@@ -321,7 +321,7 @@ fn help_and_version_list_every_variable() {
     for v in tikban::config::VARS {
         assert!(help.contains(v.name), "{} missing from --help", v.name);
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tikban"))
+    let out = std::process::Command::new(support::tikban_bin())
         .arg("--version")
         .output()
         .unwrap();
@@ -339,7 +339,7 @@ fn never_opens_a_file_for_writing() {
     let mut cmd = std::process::Command::new("strace");
     cmd.args(["-f", "-qq", "-e", "trace=openat,open,creat", "-o"])
         .arg(trace.path())
-        .arg(env!("CARGO_BIN_EXE_tikban"));
+        .arg(support::tikban_bin());
     let mut t = Tikban::spawn_with(cmd, &w.env(port), port);
     t.wait_healthy(Duration::from_secs(30));
     w.lapi.add_decision("192.0.2.70", "1h", &[]);

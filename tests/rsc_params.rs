@@ -9,9 +9,9 @@ use tikban::config::VARS;
 
 const SETUP: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../routeros-scripts/tikban-setup.rsc"
+    "/../routeros-scripts/tikban-setup.rsc"
 );
-const CONFIG_DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
+const CONFIG_DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md");
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"))

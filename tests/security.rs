@@ -109,7 +109,7 @@ fn secrets_never_appear_in_stdout_or_stderr_at_trace_level() {
 
 /// Runs tikban with exactly `env` until it exits: (exit code, stdout + stderr).
 fn run_to_exit(env: &[(String, String)]) -> (Option<i32>, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tikban"))
+    let out = std::process::Command::new(support::tikban_bin())
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
         .output()

@@ -19,6 +19,50 @@ pub const PASSWORD: &str = "r0uter-s3cret-pw";
 pub const V4: &str = "crowdsec-banned";
 pub const V6: &str = "crowdsec6-banned";
 
+/// Path of a workspace binary (`tikban`, `routeros-sim`), built once per test process.
+///
+/// This package's tests span crates, so cargo does not hand them `CARGO_BIN_EXE_*` of another
+/// package. They build the binaries with the same cargo, profile and target directory instead
+/// (a no-op when up to date) and find them next to the test executable.
+pub fn workspace_bin(name: &str) -> std::path::PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "tikban",
+            "-p",
+            "routeros-sim",
+            "--bins",
+        ]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .status()
+            .expect("run cargo to build the tikban and routeros-sim binaries");
+        assert!(status.success(), "cargo build of the binaries failed");
+    });
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("test executable lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// The `tikban` binary.
+pub fn tikban_bin() -> std::path::PathBuf {
+    workspace_bin("tikban")
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -36,11 +80,7 @@ pub struct Tikban {
 impl Tikban {
     /// Starts the binary with exactly `env` (plus PATH), nothing inherited.
     pub fn spawn(env: &[(String, String)], metrics_port: u16) -> Tikban {
-        Self::spawn_with(
-            Command::new(env!("CARGO_BIN_EXE_tikban")),
-            env,
-            metrics_port,
-        )
+        Self::spawn_with(Command::new(tikban_bin()), env, metrics_port)
     }
 
     /// Starts `cmd` (the binary, or a wrapper such as strace) with `env`.
