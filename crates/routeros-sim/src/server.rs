@@ -31,7 +31,8 @@ use tracing::debug;
 
 use crate::clock::lock;
 use crate::cmd::{self, Outcome, Replier, Session, Trap};
-use crate::sim::{Direction, Shared, Sim};
+use crate::shared::{Direction, Shared};
+use crate::sim::Sim;
 use crate::tls::TlsIdentity;
 
 /// A sim serving on a socket, started by [`Sim::serve`] or [`Sim::serve_tls`]. Dropping it stops

@@ -1,18 +1,14 @@
 //! [`Sim`]: the shared router state plus the test controls (clock, faults, inspection,
 //! transcript).
 
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use tokio::sync::watch;
-
-use crate::clock::{SimClock, lock};
+use crate::clock::SimClock;
 use crate::cmd;
-use crate::config::{SimConfig, Version};
-use crate::state::{Entry, Family, NewEntry, Rule, State, Stats, Table, format_id, parse_id};
+use crate::config::SimConfig;
+use crate::shared::{Shared, TranscriptEntry};
+use crate::state::{Entry, Family, NewEntry, Rule, Stats, Table, format_id, parse_id};
 use crate::timefmt;
 
 /// A RouterOS API emulator. Cheap to clone: clones share one router.
@@ -24,26 +20,6 @@ pub struct Sim {
     pub(crate) shared: Arc<Shared>,
 }
 
-/// Direction of a transcript sentence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Client → sim.
-    In,
-    /// Sim → client.
-    Out,
-}
-
-/// One recorded sentence.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TranscriptEntry {
-    /// Connection number (1, 2, ... in accept order).
-    pub conn: u64,
-    /// Which way it went.
-    pub direction: Direction,
-    /// The words; `=password=` and `=response=` values are replaced by `<redacted>`.
-    pub words: Vec<Vec<u8>>,
-}
-
 /// A refusal from a library call, with the trap message the router would send.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -52,112 +28,11 @@ pub struct SimError {
     pub message: String,
 }
 
-#[derive(Debug)]
-pub(crate) struct FaultState {
-    pub drop_after: Option<u64>,
-    pub trap_add_fraction: f64,
-    pub rng: StdRng,
-}
-
-/// State shared by every connection of a sim.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub config: SimConfig,
-    pub version: Version,
-    pub clock: SimClock,
-    state: Mutex<State>,
-    /// The router CPU: write commands hold it for `cost.per_write`. Holds the instant the last
-    /// write finished in model time (see the executor), `None` before the first.
-    pub cpu: tokio::sync::Mutex<Option<tokio::time::Instant>>,
-    pub faults: Mutex<FaultState>,
-    pub stall: watch::Sender<bool>,
-    /// Bumped to drop every connection.
-    pub kill: watch::Sender<u64>,
-    /// Address-list generation, for `print =follow=`.
-    pub changes: watch::Sender<u64>,
-    transcript: Mutex<Vec<TranscriptEntry>>,
-    pub next_conn: AtomicU64,
-}
-
-impl Shared {
-    /// Runs `f` on the state, then wakes follow streams if address lists changed.
-    pub(crate) fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-        let (out, generation) = {
-            let mut s = lock(&self.state);
-            let out = f(&mut s);
-            (out, s.generation)
-        };
-        self.changes.send_if_modified(|g| {
-            let changed = *g != generation;
-            *g = generation;
-            changed
-        });
-        out
-    }
-
-    pub(crate) fn uptime(&self) -> Duration {
-        let now = self.clock.now();
-        self.with_state(|s| now.saturating_sub(s.boot_at))
-    }
-
-    /// True if this `add` should fail with the simulated fault.
-    pub(crate) fn roll_add_fault(&self) -> bool {
-        let mut f = lock(&self.faults);
-        let p = f.trap_add_fraction;
-        p > 0.0 && f.rng.gen_bool(p.min(1.0))
-    }
-
-    pub(crate) fn drop_after(&self) -> Option<u64> {
-        lock(&self.faults).drop_after
-    }
-
-    pub(crate) fn record(&self, conn: u64, direction: Direction, words: &[Vec<u8>]) {
-        if !self.config.record_transcript {
-            return;
-        }
-        let words = words
-            .iter()
-            .map(|w| {
-                for secret in [&b"=password="[..], b"=response="] {
-                    if w.starts_with(secret) {
-                        return [secret, b"<redacted>"].concat();
-                    }
-                }
-                w.clone()
-            })
-            .collect();
-        lock(&self.transcript).push(TranscriptEntry {
-            conn,
-            direction,
-            words,
-        });
-    }
-}
-
 impl Sim {
     /// A sim in its just-booted state.
     pub fn new(config: SimConfig) -> Sim {
-        let version = config.parsed_version();
-        let clock = SimClock::new(config.clock);
-        let rng = StdRng::seed_from_u64(config.seed);
         Sim {
-            shared: Arc::new(Shared {
-                version,
-                clock,
-                state: Mutex::new(State::new()),
-                cpu: tokio::sync::Mutex::new(None),
-                faults: Mutex::new(FaultState {
-                    drop_after: None,
-                    trap_add_fraction: 0.0,
-                    rng,
-                }),
-                stall: watch::channel(false).0,
-                kill: watch::channel(0).0,
-                changes: watch::channel(0).0,
-                transcript: Mutex::new(Vec::new()),
-                next_conn: AtomicU64::new(1),
-                config,
-            }),
+            shared: Arc::new(Shared::new(config)),
         }
     }
 
@@ -306,12 +181,12 @@ impl Sim {
     /// Every sentence in and out so far (empty unless
     /// [`SimConfig::record_transcript`] is set).
     pub fn transcript(&self) -> Vec<TranscriptEntry> {
-        lock(&self.shared.transcript).clone()
+        self.shared.transcript()
     }
 
     /// Forgets the transcript recorded so far.
     pub fn clear_transcript(&self) {
-        lock(&self.shared.transcript).clear();
+        self.shared.clear_transcript();
     }
 }
 
@@ -326,7 +201,7 @@ impl Faults {
     /// The `n`-th sentence is executed, but neither its reply nor any reply still waiting for
     /// its latency is sent: "applied but unacknowledged". `None` turns this off.
     pub fn drop_after_sentences(&self, n: Option<u64>) {
-        lock(&self.shared.faults).drop_after = n;
+        self.shared.set_drop_after(n);
     }
 
     /// Stop answering (and executing) while `true`; sockets stay open and input is buffered.
@@ -337,7 +212,7 @@ impl Faults {
     /// Trap this fraction (0.0..=1.0) of address-list `add`s with `failure: simulated fault`,
     /// drawn from an RNG seeded by [`SimConfig::seed`].
     pub fn trap_add_fraction(&self, fraction: f64) {
-        lock(&self.shared.faults).trap_add_fraction = fraction.clamp(0.0, 1.0);
+        self.shared.set_trap_add_fraction(fraction);
     }
 
     /// A router reboot: dynamic entries vanish (§9 "Persistence"), rule counters reset,

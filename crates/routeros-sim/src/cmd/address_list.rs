@@ -9,7 +9,7 @@ use super::print::{FollowSpec, PrintOpts, one_shot};
 use super::{Outcome, Replier, Trap, attr, check_params, ids};
 use crate::normalize::normalize;
 use crate::query::Props;
-use crate::sim::Shared;
+use crate::shared::Shared;
 use crate::state::{Family, NewEntry, State, StoredEntry, entry_props, format_id, parse_bool};
 use crate::timefmt::parse_timeout;
 

@@ -16,7 +16,7 @@ use routeros_proto::login::legacy_response;
 
 use super::{Outcome, Replier, Session, Trap, attr};
 use crate::config::User;
-use crate::sim::Shared;
+use crate::shared::Shared;
 
 pub(crate) fn run(shared: &Shared, session: &mut Session, req: &Request, r: &Replier) -> Outcome {
     let name = attr(req, "name");

@@ -21,7 +21,7 @@ use routeros_proto::{Request, Sentence, category};
 
 use crate::config::User;
 use crate::query::Props;
-use crate::sim::Shared;
+use crate::shared::Shared;
 use crate::state::{Family, Table, parse_id};
 
 /// A `!trap`: optional category and message.

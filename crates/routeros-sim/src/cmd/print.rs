@@ -6,7 +6,7 @@ use routeros_proto::{Query, Request, Sentence, category};
 
 use super::{PRINT_PARAMS, Replier, Trap, check_params};
 use crate::query::{self, Props};
-use crate::sim::Shared;
+use crate::shared::Shared;
 use crate::state::Family;
 
 /// Parsed `print` options.

@@ -9,7 +9,7 @@ use routeros_proto::{Request, category};
 use super::print::{PrintOpts, one_shot};
 use super::{Outcome, Replier, Trap, attr, check_params, ids};
 use crate::query::Props;
-use crate::sim::Shared;
+use crate::shared::Shared;
 use crate::state::{Family, State, StoredRule, Table, format_id, parse_bool, parse_id, rule_props};
 
 /// Rule properties the sim accepts; anything else traps `unknown parameter`.

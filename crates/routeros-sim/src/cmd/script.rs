@@ -6,7 +6,7 @@ use routeros_proto::{Request, category};
 use super::print::{PrintOpts, one_shot};
 use super::{Outcome, Replier, Trap, attr, check_params, ids};
 use crate::query::Props;
-use crate::sim::Shared;
+use crate::shared::Shared;
 use crate::state::{Script, format_id};
 
 pub(crate) fn script(

@@ -5,7 +5,7 @@ use routeros_proto::{Request, category};
 use super::print::{PrintOpts, one_shot};
 use super::{Outcome, Replier, Trap};
 use crate::query::Props;
-use crate::sim::Shared;
+use crate::shared::Shared;
 use crate::timefmt;
 
 pub(crate) fn resource(

@@ -1,0 +1,160 @@
+//! [`Shared`]: the state every connection of a sim shares (config, clock, router state, fault
+//! settings, transcript), and the transcript types.
+//!
+//! It sits below both [`crate::sim`] (the public handle and test controls) and [`crate::cmd`]
+//! (the menus): the menus act on a `Shared`, the handle owns one.
+
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::watch;
+
+use crate::clock::{SimClock, lock};
+use crate::config::{SimConfig, Version};
+use crate::state::State;
+
+/// Direction of a transcript sentence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Client → sim.
+    In,
+    /// Sim → client.
+    Out,
+}
+
+/// One recorded sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranscriptEntry {
+    /// Connection number (1, 2, ... in accept order).
+    pub conn: u64,
+    /// Which way it went.
+    pub direction: Direction,
+    /// The words; `=password=` and `=response=` values are replaced by `<redacted>`.
+    pub words: Vec<Vec<u8>>,
+}
+
+#[derive(Debug)]
+struct FaultState {
+    drop_after: Option<u64>,
+    trap_add_fraction: f64,
+    rng: StdRng,
+}
+
+/// State shared by every connection of a sim.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: SimConfig,
+    pub version: Version,
+    pub clock: SimClock,
+    state: Mutex<State>,
+    /// The router CPU: write commands hold it for `cost.per_write`. Holds the instant the last
+    /// write finished in model time (see the executor), `None` before the first.
+    pub cpu: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+    faults: Mutex<FaultState>,
+    pub stall: watch::Sender<bool>,
+    /// Bumped to drop every connection.
+    pub kill: watch::Sender<u64>,
+    /// Address-list generation, for `print =follow=`.
+    pub changes: watch::Sender<u64>,
+    transcript: Mutex<Vec<TranscriptEntry>>,
+    pub next_conn: AtomicU64,
+}
+
+impl Shared {
+    /// A just-booted router built from `config`.
+    pub(crate) fn new(config: SimConfig) -> Shared {
+        let version = config.parsed_version();
+        let clock = SimClock::new(config.clock);
+        let rng = StdRng::seed_from_u64(config.seed);
+        Shared {
+            version,
+            clock,
+            state: Mutex::new(State::new()),
+            cpu: tokio::sync::Mutex::new(None),
+            faults: Mutex::new(FaultState {
+                drop_after: None,
+                trap_add_fraction: 0.0,
+                rng,
+            }),
+            stall: watch::channel(false).0,
+            kill: watch::channel(0).0,
+            changes: watch::channel(0).0,
+            transcript: Mutex::new(Vec::new()),
+            next_conn: AtomicU64::new(1),
+            config,
+        }
+    }
+
+    /// Runs `f` on the state, then wakes follow streams if address lists changed.
+    pub(crate) fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let (out, generation) = {
+            let mut s = lock(&self.state);
+            let out = f(&mut s);
+            (out, s.generation)
+        };
+        self.changes.send_if_modified(|g| {
+            let changed = *g != generation;
+            *g = generation;
+            changed
+        });
+        out
+    }
+
+    pub(crate) fn uptime(&self) -> Duration {
+        let now = self.clock.now();
+        self.with_state(|s| now.saturating_sub(s.boot_at))
+    }
+
+    /// True if this `add` should fail with the simulated fault.
+    pub(crate) fn roll_add_fault(&self) -> bool {
+        let mut f = lock(&self.faults);
+        let p = f.trap_add_fraction;
+        p > 0.0 && f.rng.gen_bool(p.min(1.0))
+    }
+
+    pub(crate) fn drop_after(&self) -> Option<u64> {
+        lock(&self.faults).drop_after
+    }
+
+    pub(crate) fn record(&self, conn: u64, direction: Direction, words: &[Vec<u8>]) {
+        if !self.config.record_transcript {
+            return;
+        }
+        let words = words
+            .iter()
+            .map(|w| {
+                for secret in [&b"=password="[..], b"=response="] {
+                    if w.starts_with(secret) {
+                        return [secret, b"<redacted>"].concat();
+                    }
+                }
+                w.clone()
+            })
+            .collect();
+        lock(&self.transcript).push(TranscriptEntry {
+            conn,
+            direction,
+            words,
+        });
+    }
+
+    pub(crate) fn transcript(&self) -> Vec<TranscriptEntry> {
+        lock(&self.transcript).clone()
+    }
+
+    pub(crate) fn clear_transcript(&self) {
+        lock(&self.transcript).clear();
+    }
+
+    /// Drop-after-N and trap-fraction settings ([`crate::Faults`]).
+    pub(crate) fn set_drop_after(&self, n: Option<u64>) {
+        lock(&self.faults).drop_after = n;
+    }
+
+    pub(crate) fn set_trap_add_fraction(&self, fraction: f64) {
+        lock(&self.faults).trap_add_fraction = fraction.clamp(0.0, 1.0);
+    }
+}
