@@ -113,35 +113,37 @@ async fn serve(args: Args) -> std::io::Result<()> {
     } else {
         None
     };
+    // Register the signal handlers before announcing readiness: a signal sent right after
+    // `listening on` must reach them, not the default action (which kills the process).
+    let shutdown = shutdown_signal()?;
     println!("listening on {addr}");
     use std::io::Write;
     std::io::stdout().flush()?;
     match identity {
-        Some(id) => sim.run_tls(listener, &id, shutdown_signal()).await,
-        None => sim.run(listener, shutdown_signal()).await,
+        Some(id) => sim.run_tls(listener, &id, shutdown).await,
+        None => sim.run(listener, shutdown).await,
     }
 }
 
-/// Completes on SIGTERM or SIGINT (style.md #8).
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+/// Completes on SIGTERM or SIGINT (style.md #8). The handlers are registered when this returns,
+/// not when the future is first polled.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    })
+}
+
+/// Completes on Ctrl-C (style.md #8).
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
