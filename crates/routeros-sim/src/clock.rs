@@ -8,6 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// How the clock moves.
@@ -32,6 +33,8 @@ struct ClockInner {
     start: Instant,
     wall_start: SystemTime,
     offset: Mutex<Duration>,
+    /// Bumped by every [`SimClock::advance`]: streams re-check what expired.
+    advanced: watch::Sender<u64>,
 }
 
 impl SimClock {
@@ -43,6 +46,7 @@ impl SimClock {
                 start: Instant::now(),
                 wall_start: SystemTime::now(),
                 offset: Mutex::new(Duration::ZERO),
+                advanced: watch::channel(0).0,
             }),
         }
     }
@@ -59,6 +63,21 @@ impl SimClock {
     /// Moves sim time forward by `by`: timeouts run down and expired entries vanish.
     pub fn advance(&self, by: Duration) {
         *lock(&self.inner.offset) += by;
+        self.inner.advanced.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes on every [`SimClock::advance`].
+    pub(crate) fn advances(&self) -> watch::Receiver<u64> {
+        self.inner.advanced.subscribe()
+    }
+
+    /// How long, in tokio time, until sim time reaches `at`; `None` if the clock only moves when
+    /// advanced (then [`SimClock::advances`] is the signal).
+    pub(crate) fn until(&self, at: Duration) -> Option<Duration> {
+        match self.inner.mode {
+            ClockMode::Realtime => Some(at.saturating_sub(self.now())),
+            ClockMode::Manual => None,
+        }
     }
 
     /// The mode the clock was created with.

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::clock::ClockMode;
+use crate::timefmt::DateStyle;
 use crate::tls::TlsIdentity;
 
 /// Everything a sim is built from. `Default` is an `admin` user with an empty password on
@@ -44,6 +45,12 @@ pub struct SimConfig {
     pub seed: u64,
     /// TLS identity for [`Sim::serve_tls`](crate::Sim::serve_tls); generated if `None`.
     pub tls_identity: Option<TlsIdentity>,
+    /// How `/log/print` writes `time` (see [`LogTimeFormat`]).
+    pub log_time: LogTimeFormat,
+    /// Entries the memory log keeps (the newest ones). RouterOS's default `memory` action keeps
+    /// 1000 (`/system/logging/action` `memory-lines`, MikroTik manual "Log"); its range is
+    /// 1..65535, and the sim clamps to it.
+    pub log_memory_lines: usize,
 }
 
 impl Default for SimConfig {
@@ -64,6 +71,8 @@ impl Default for SimConfig {
             clock: ClockMode::Realtime,
             seed: 0x7153,
             tls_identity: None,
+            log_time: LogTimeFormat::Auto,
+            log_memory_lines: 1000,
         }
     }
 }
@@ -108,6 +117,29 @@ impl SimConfig {
     pub(crate) fn parsed_version(&self) -> Version {
         Version::parse(&self.version)
     }
+}
+
+/// How `/log/print` writes an entry's `time`.
+///
+/// Recorded API rows from 2025 routers give the full date even for entries of the day
+/// (`'time': '2025-06-16 07:25:10'` in dev-drizzithiago/ProjetoAutomacao
+/// `mikrotik_monitoramento/mikrotik_logs.py`; `'2025-11-21 12:41:09'` next to `extra-info`, so
+/// 7.19+, in a public log-to-Loki script), while the manual describes the console dropping what
+/// is implied (today: time only; this year: no year) and public rows show `'07:54:04'` and
+/// `'08-31 07:08:09'` from routers of unknown version. Clients must accept every form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogTimeFormat {
+    /// By version: from 7.10 the full date (`2025-06-16 07:25:10`, the recorded rows); before
+    /// 7.10 the relative form of the manual (`07:54:04`, `sep/15 09:54:33`,
+    /// `jan/02/1970 02:00:09`). The 7.10 boundary is the ISO date switch; when relative
+    /// printing stopped is **unverified**.
+    #[default]
+    Auto,
+    /// Always the full date, in the version's date style.
+    Absolute,
+    /// Always relative to the router's current date, in the version's date style (7.10+:
+    /// `07:54:04`, `08-31 07:08:09`, `2024-12-31 23:00:00`).
+    Relative,
 }
 
 /// An API user with its group policies (`api`, `read`, `write`, ...).
@@ -193,6 +225,28 @@ impl Version {
     pub(crate) fn v7_durations(self) -> bool {
         self >= Version(7, 0, 0)
     }
+
+    /// ISO dates from 7.10 ([`DateStyle`]).
+    pub(crate) fn date_style(self) -> DateStyle {
+        if self >= Version(7, 10, 0) {
+            DateStyle::Iso
+        } else {
+            DateStyle::Legacy
+        }
+    }
+
+    /// `/log/print` takes `with-extra-info` from 7.19 (RouterOS command schemas, tikoci/restraml
+    /// `/console/inspect` dumps), and log rows carry `extra-info` (a recorded 7.19+ row:
+    /// `'extra-info': 'app=api duser=apiuser outcome=failure src=192.168.1.47'`).
+    pub(crate) fn log_extra_info(self) -> bool {
+        self >= Version(7, 19, 0)
+    }
+
+    /// Log rows carry `buffer` (`memory`) in the current manual; rows recorded from 2025
+    /// routers (7.19/7.20 era) have no such property. The 7.21 boundary is **unverified**.
+    pub(crate) fn log_buffer_field(self) -> bool {
+        self >= Version(7, 21, 0)
+    }
 }
 
 #[cfg(test)]
@@ -208,5 +262,9 @@ mod tests {
         assert!(Version::parse("6.42.12").legacy_login());
         assert!(!Version::parse("6.43").legacy_login());
         assert!(!Version::parse("6.49.10").v7_durations());
+        assert_eq!(Version::parse("7.9.2").date_style(), DateStyle::Legacy);
+        assert_eq!(Version::parse("7.10").date_style(), DateStyle::Iso);
+        assert!(!Version::parse("7.18.2").log_extra_info());
+        assert!(Version::parse("7.19").log_extra_info());
     }
 }

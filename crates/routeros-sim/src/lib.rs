@@ -11,7 +11,8 @@
 //! What it must **not** do: it is not a router. It never touches the host's network
 //! configuration, never resolves DNS-name entries, and models only these menus:
 //! `/ip|ipv6/firewall/address-list`, `/ip|ipv6/firewall/filter|raw`, `/system/resource`,
-//! `/system/identity`, `/system/script` and `/file` (the last two only to count flash writes).
+//! `/system/identity`, `/log`, `/system/script` and `/file` (the last two only to count flash
+//! writes).
 //!
 //! # Main types
 //!
@@ -21,7 +22,9 @@
 //!   transcript, limits.
 //! - Test controls: [`SimClock`] (advance time instead of sleeping), [`Faults`] (drop, stall,
 //!   trap a fraction of adds, reboot), inspection ([`Sim::address_list`], [`Entry`],
-//!   [`Sim::persistent_writes`], [`Sim::stats`]), [`Sim::transcript`].
+//!   [`Sim::persistent_writes`], [`Sim::stats`]), [`Sim::transcript`], the memory log
+//!   ([`Sim::log`] to play ssh or winbox failures, [`Sim::logs`]), and [`control`], the same
+//!   controls as text lines for the binary.
 //!
 //! ```text
 //!  client ──TCP/TLS──▶ reader ─▶ executor (login, policies, cost, menus under the state lock)
@@ -82,6 +85,8 @@
 mod clock;
 mod cmd;
 mod config;
+pub mod control;
+mod memlog;
 pub mod normalize;
 pub mod query;
 mod server;
@@ -92,7 +97,8 @@ pub mod timefmt;
 mod tls;
 
 pub use clock::{ClockMode, SimClock};
-pub use config::{CostModel, SimConfig, User};
+pub use config::{CostModel, LogTimeFormat, SimConfig, User};
+pub use memlog::{LogEntry, NewLogEntry};
 pub use server::RunningSim;
 pub use shared::{Direction, TranscriptEntry};
 pub use sim::{Faults, Sim, SimError};

@@ -15,12 +15,12 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use routeros_proto::{Decoder, Request, Sentence};
+use routeros_proto::{Decoder, Request, Sentence, category};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
@@ -30,6 +30,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
 use crate::clock::lock;
+use crate::cmd::login::LoginRecord;
 use crate::cmd::{self, Outcome, Replier, Session, Trap};
 use crate::shared::{Direction, Shared};
 use crate::sim::Sim;
@@ -182,12 +183,13 @@ impl Sim {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let _permit = permit;
+                let ip = peer.ip().to_canonical();
                 match acceptor {
-                    None => connection(shared, sock, stop).await,
+                    None => connection(shared, sock, ip, stop).await,
                     Some(acc) => {
                         let hs = tokio::time::timeout(Duration::from_secs(10), acc.accept(sock));
                         match hs.await {
-                            Ok(Ok(tls)) => connection(shared, tls, stop).await,
+                            Ok(Ok(tls)) => connection(shared, tls, ip, stop).await,
                             Ok(Err(err)) => debug!(%peer, cause = %err, "tls handshake failed"),
                             Err(_) => debug!(%peer, "tls handshake timed out"),
                         }
@@ -222,7 +224,14 @@ enum Out {
 /// Commands that have not finished: seq → (tag, cancel flag).
 type Running = Arc<Mutex<HashMap<u64, (Option<Vec<u8>>, watch::Sender<bool>)>>>;
 
-async fn connection<S>(shared: Arc<Shared>, stream: S, mut stop: watch::Receiver<()>)
+/// The session's login, copied out of the executor so the connection can log the logout.
+type LoginSlot = Arc<Mutex<Option<LoginRecord>>>;
+
+/// Streams (`follow`, `follow-only`) one connection may run at once. RouterOS documents no
+/// limit; this bound only keeps a hostile client from piling up tasks (**unverified** refusal).
+const MAX_STREAMS: usize = 256;
+
+async fn connection<S>(shared: Arc<Shared>, stream: S, peer: IpAddr, mut stop: watch::Receiver<()>)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -233,14 +242,17 @@ where
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let running: Running = Arc::default();
     let logged_in = Arc::new(AtomicBool::new(false));
+    let login: LoginSlot = Arc::default();
     let drop_now = Arc::new(Notify::new());
     let mut writer = tokio::spawn(writer(shared.clone(), conn, wr, out_rx));
     let executor = tokio::spawn(executor(
         shared.clone(),
+        peer,
         cmd_rx,
         out_tx.clone(),
         running.clone(),
         logged_in.clone(),
+        login.clone(),
         drop_now.clone(),
     ));
     let mut kill = shared.kill.subscribe();
@@ -318,6 +330,10 @@ where
     }
     executor.abort();
     writer.abort();
+    let ended = lock(&login).take();
+    if let Some(rec) = ended {
+        cmd::login::logout(&shared, &rec);
+    }
     debug!(conn, graceful, "connection closed");
 }
 
@@ -339,15 +355,21 @@ fn cancel(running: &Running, req: &Request) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn executor(
     shared: Arc<Shared>,
+    peer: IpAddr,
     mut cmds: mpsc::UnboundedReceiver<Queued>,
     out: mpsc::UnboundedSender<Out>,
     running: Running,
     logged_in: Arc<AtomicBool>,
+    login: LoginSlot,
     drop_now: Arc<Notify>,
 ) {
-    let mut session = Session::default();
+    let mut session = Session {
+        peer: Some(peer),
+        ..Session::default()
+    };
     let mut streams = JoinSet::new();
     let mut stall = shared.stall.subscribe();
     let per_write = shared.config.cost.per_write;
@@ -396,6 +418,12 @@ async fn executor(
             Some(cmd::execute(&shared, &mut session, &req))
         };
         logged_in.store(session.logged_in(), Ordering::Release);
+        if session.login.is_some() {
+            let mut slot = lock(&login);
+            if slot.is_none() {
+                *slot = session.login.clone();
+            }
+        }
         let mut finished = true;
         let mut close = false;
         match outcome {
@@ -410,17 +438,23 @@ async fn executor(
                 let _ = out.send(Out::Close { delay });
                 close = true;
             }
-            Some(Outcome::Follow(spec, initial)) => {
-                let _ = out.send(batch(&shared, arrived, initial));
-                streams.spawn(follow(
-                    shared.clone(),
-                    spec,
-                    cancel,
-                    out.clone(),
-                    running.clone(),
-                    seq,
-                ));
-                finished = false;
+            Some(Outcome::Follow(stream, initial)) => {
+                while streams.try_join_next().is_some() {}
+                if streams.len() >= MAX_STREAMS {
+                    let trap = Trap::new(Some(category::API), "too many running commands");
+                    let _ = out.send(batch(&shared, arrived, r.trap_done(&trap)));
+                } else {
+                    let _ = out.send(batch(&shared, arrived, initial));
+                    streams.spawn(run_stream(
+                        shared.clone(),
+                        stream,
+                        cancel,
+                        out.clone(),
+                        running.clone(),
+                        seq,
+                    ));
+                    finished = false;
+                }
             }
         }
         if finished {
@@ -439,31 +473,53 @@ async fn executor(
     streams.abort_all();
 }
 
-/// A `print =follow=` stream: sends changes until cancelled; then `!trap interrupted`,
-/// `!empty` (7.18+), `!done` (§3 [WIRE-7.24]).
-async fn follow(
+/// A stream (`print =follow=`, `=follow-only=`): sends changes until cancelled; then `!trap
+/// interrupted`, `!empty` (7.18+), `!done` (§3 [WIRE-7.24]).
+///
+/// It wakes when its table changes, when the sim clock is advanced, and (real-time clock) when
+/// the next address-list entry expires, so an expiry shows as `.dead` without waiting for an
+/// unrelated change.
+async fn run_stream(
     shared: Arc<Shared>,
-    mut spec: cmd::print::FollowSpec,
+    mut stream: cmd::print::Stream,
     mut cancel: watch::Receiver<bool>,
     out: mpsc::UnboundedSender<Out>,
     running: Running,
     seq: u64,
 ) {
     let mut changes = shared.changes.subscribe();
-    changes.mark_unchanged();
+    let mut gens = *changes.borrow_and_update();
+    let mut advances = shared.clock.advances();
+    advances.mark_unchanged();
     loop {
+        let expiry = stream
+            .next_deadline(&shared)
+            .and_then(|at| shared.clock.until(at))
+            .map(|wait| Instant::now() + wait);
         tokio::select! {
             _ = cancel.wait_for(|c| *c) => break,
-            res = changes.changed() => if res.is_err() { return },
+            res = changes.changed() => {
+                if res.is_err() {
+                    return;
+                }
+                let now = *changes.borrow_and_update();
+                let news = stream.woken_by(&gens, &now);
+                gens = now;
+                if !news {
+                    continue;
+                }
+            }
+            res = advances.changed() => if res.is_err() { return },
+            _ = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => {}
         }
-        let rows = spec.poll(cmd::address_list::snapshot(&shared, spec.family));
+        let rows = stream.poll(&shared);
         if !rows.is_empty() {
             let _ = out.send(batch(&shared, Instant::now(), rows));
         }
     }
-    let mut end = spec.replier.trap_done(&Trap::interrupted());
+    let mut end = stream.replier.trap_done(&Trap::interrupted());
     if shared.version.has_empty() {
-        end.insert(1, spec.replier.empty());
+        end.insert(1, stream.replier.empty());
     }
     let _ = out.send(batch(&shared, Instant::now(), end));
     lock(&running).remove(&seq);

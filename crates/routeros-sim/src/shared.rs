@@ -14,7 +14,8 @@ use tokio::sync::watch;
 
 use crate::clock::{SimClock, lock};
 use crate::config::{SimConfig, Version};
-use crate::state::State;
+use crate::memlog::NewLogEntry;
+use crate::state::{Generations, State};
 
 /// Direction of a transcript sentence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,8 +58,8 @@ pub(crate) struct Shared {
     pub stall: watch::Sender<bool>,
     /// Bumped to drop every connection.
     pub kill: watch::Sender<u64>,
-    /// Address-list generation, for `print =follow=`.
-    pub changes: watch::Sender<u64>,
+    /// Change counters, for streams (`print =follow=`, `listen`).
+    pub changes: watch::Sender<Generations>,
     transcript: Mutex<Vec<TranscriptEntry>>,
     pub next_conn: AtomicU64,
 }
@@ -72,7 +73,7 @@ impl Shared {
         Shared {
             version,
             clock,
-            state: Mutex::new(State::new()),
+            state: Mutex::new(State::new(config.log_memory_lines)),
             cpu: tokio::sync::Mutex::new(None),
             faults: Mutex::new(FaultState {
                 drop_after: None,
@@ -81,26 +82,35 @@ impl Shared {
             }),
             stall: watch::channel(false).0,
             kill: watch::channel(0).0,
-            changes: watch::channel(0).0,
+            changes: watch::channel(Generations::default()).0,
             transcript: Mutex::new(Vec::new()),
             next_conn: AtomicU64::new(1),
             config,
         }
     }
 
-    /// Runs `f` on the state, then wakes follow streams if address lists changed.
+    /// Runs `f` on the state, then wakes the streams whose table changed.
     pub(crate) fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-        let (out, generation) = {
+        let (out, gens) = {
             let mut s = lock(&self.state);
             let out = f(&mut s);
-            (out, s.generation)
+            (out, s.gens)
         };
         self.changes.send_if_modified(|g| {
-            let changed = *g != generation;
-            *g = generation;
+            let changed = *g != gens;
+            *g = gens;
             changed
         });
         out
+    }
+
+    /// Appends to the memory log at the current sim time; returns the entry's id.
+    pub(crate) fn log(&self, entry: NewLogEntry) -> u64 {
+        let now = self.clock.now();
+        self.with_state(|s| {
+            s.gens.log += 1;
+            s.log.push(now, entry)
+        })
     }
 
     pub(crate) fn uptime(&self) -> Duration {

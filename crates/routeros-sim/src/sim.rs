@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::clock::SimClock;
 use crate::cmd;
 use crate::config::SimConfig;
+use crate::memlog::{LogEntry, NewLogEntry};
 use crate::shared::{Shared, TranscriptEntry};
 use crate::state::{Entry, Family, NewEntry, Rule, Stats, Table, format_id, parse_id};
 use crate::timefmt;
@@ -178,6 +179,38 @@ impl Sim {
         })
     }
 
+    /// Adds a line to the memory log (`/log`), as if the router logged it now: e.g.
+    /// `sim.log("system,error,critical", "login failure for user admin from 192.0.2.7 via ssh")`
+    /// to play an ssh attack. Returns its `.id`. Running `print =follow-only=` streams see it at
+    /// once.
+    pub fn log(&self, topics: &str, message: &str) -> String {
+        self.push_log(NewLogEntry::new(topics, message))
+    }
+
+    /// Adds a log entry with every field (e.g. an `extra-info`); returns its `.id`.
+    pub fn push_log(&self, entry: NewLogEntry) -> String {
+        format_id(self.shared.log(entry))
+    }
+
+    /// The memory log, oldest first: the newest
+    /// [`SimConfig::log_memory_lines`](crate::SimConfig::log_memory_lines) entries since the
+    /// last boot.
+    pub fn logs(&self) -> Vec<LogEntry> {
+        let sh = &self.shared;
+        sh.with_state(|s| {
+            s.log
+                .iter()
+                .map(|e| LogEntry {
+                    id: format_id(e.id),
+                    time: sh.clock.wall(e.at),
+                    topics: e.topics.clone(),
+                    message: e.message.clone(),
+                    extra_info: e.extra_info.clone(),
+                })
+                .collect()
+        })
+    }
+
     /// Every sentence in and out so far (empty unless
     /// [`SimConfig::record_transcript`] is set).
     pub fn transcript(&self) -> Vec<TranscriptEntry> {
@@ -215,8 +248,9 @@ impl Faults {
         self.shared.set_trap_add_fraction(fraction);
     }
 
-    /// A router reboot: dynamic entries vanish (§9 "Persistence"), rule counters reset,
-    /// every connection drops, uptime restarts at 0; `.id`s keep counting.
+    /// A router reboot: dynamic entries vanish (§9 "Persistence"), rule counters reset, the
+    /// memory log empties, every connection drops (logging no logout), uptime restarts at 0;
+    /// `.id`s keep counting.
     pub fn reboot(&self) {
         let now = self.shared.clock.now();
         self.shared.with_state(|s| {

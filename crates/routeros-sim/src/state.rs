@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use crate::memlog::LogBuffer;
 use crate::query::Props;
 use crate::timefmt;
 
@@ -164,6 +165,16 @@ pub(crate) struct Script {
     pub source: String,
 }
 
+/// Change counters, one per kind of table: streams (`print =follow=`, `listen`) wake when the
+/// counter of their table moves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Generations {
+    /// Address lists (both families).
+    pub lists: u64,
+    /// The memory log.
+    pub log: u64,
+}
+
 /// All mutable router state, behind the sim's mutex.
 #[derive(Debug)]
 pub(crate) struct State {
@@ -179,12 +190,16 @@ pub(crate) struct State {
     pub scripts: Vec<Script>,
     pub persistent_writes: u64,
     pub stats: Stats,
-    /// Bumped on every address-list change (wakes `print =follow=` streams).
-    pub generation: u64,
+    /// Bumped on every change (wakes streams).
+    pub gens: Generations,
+    /// The memory log (`/log`).
+    pub log: LogBuffer,
+    /// Bumped by every reboot: a connection of an earlier boot logs no logout.
+    pub boot_epoch: u64,
 }
 
 impl State {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(log_lines: usize) -> Self {
         Self {
             next_id: 1,
             boot_at: Duration::ZERO,
@@ -195,7 +210,9 @@ impl State {
             scripts: Vec::new(),
             persistent_writes: 0,
             stats: Stats::default(),
-            generation: 0,
+            gens: Generations::default(),
+            log: LogBuffer::new(log_lines),
+            boot_epoch: 0,
         }
     }
 
@@ -222,6 +239,11 @@ impl State {
         }
     }
 
+    /// Sim time at which the next address-list entry expires.
+    pub(crate) fn next_expiry(&self) -> Option<Duration> {
+        self.expiry.first().map(|(at, _, _)| *at)
+    }
+
     pub(crate) fn entries(&self, family: Family) -> impl Iterator<Item = &StoredEntry> {
         self.entries[family.index()].values()
     }
@@ -244,7 +266,7 @@ impl State {
             self.expiry.insert((at, fam, entry.id));
         }
         self.entries[fam].insert(entry.id, entry);
-        self.generation += 1;
+        self.gens.lists += 1;
     }
 
     pub(crate) fn remove_entry(&mut self, family: Family, id: u64) -> Option<StoredEntry> {
@@ -257,7 +279,7 @@ impl State {
         if let Some(at) = e.expires_at {
             self.expiry.remove(&(at, fam, id));
         }
-        self.generation += 1;
+        self.gens.lists += 1;
         Some(e)
     }
 
@@ -283,6 +305,10 @@ impl State {
             r.bytes = 0;
             r.packets = 0;
         }
+        // The memory log is RAM only (MikroTik manual, "Log").
+        self.log.clear();
+        self.gens.log += 1;
+        self.boot_epoch += 1;
         self.boot_at = now;
     }
 }
@@ -390,7 +416,7 @@ mod tests {
 
     #[test]
     fn purge_drops_only_expired_entries() {
-        let mut s = State::new();
+        let mut s = State::new(1000);
         s.insert_entry(Family::V4, stored(1, Some(10)));
         s.insert_entry(Family::V4, stored(2, Some(20)));
         s.insert_entry(Family::V4, stored(3, None));

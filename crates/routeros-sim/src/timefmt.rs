@@ -145,16 +145,92 @@ pub fn format_v6(d: Duration) -> String {
 
 /// `creation-time` text in the current manual's form, `2026-10-01 08:50:12` (§7), in UTC.
 pub fn format_calendar(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
+    format_date_time(t, DateStyle::Iso)
+}
+
+/// How a RouterOS version writes calendar dates.
+///
+/// RouterOS 7.10 switched from `jul/14/2023` to `2023-07-14`: `/system clock get date` gives
+/// `jul/14/2023` on 7.8 and `2023-07-14` on 7.10 (phistrom/datetime-routeros issue 1), and 7.11
+/// prints "some dates" in ISO form (DinoTools/monitoring-check_routeros PR 67). Before 7.10 an
+/// address-list `creation-time` reads `jun/14/2022 07:53:49` (networktocode/ntc-templates
+/// `tests/mikrotik_routeros/ip_firewall_address-list_print_terse`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DateStyle {
+    /// `2023-07-14 19:24:07` (7.10 and later).
+    Iso,
+    /// `jul/14/2023 19:24:07` (before 7.10).
+    Legacy,
+}
+
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
+
+/// A UTC instant broken down into calendar fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Civil {
+    year: i64,
+    month: u32,
+    day: u32,
+    secs_of_day: u64,
+}
+
+impl Civil {
+    fn of(t: SystemTime) -> Self {
+        let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+        Civil {
+            year,
+            month,
+            day,
+            secs_of_day: secs % 86_400,
+        }
+    }
+
+    fn clock(self) -> String {
+        let s = self.secs_of_day;
+        format!("{:02}:{:02}:{:02}", s / 3_600, s % 3_600 / 60, s % 60)
+    }
+
+    fn month_name(self) -> &'static str {
+        // `month` is 1..=12 by construction in `civil_from_days`.
+        MONTHS[(self.month as usize).saturating_sub(1) % 12]
+    }
+}
+
+/// A full date and time in `style`, UTC: `2023-07-14 19:24:07` or `jul/14/2023 19:24:07`.
+pub(crate) fn format_date_time(t: SystemTime, style: DateStyle) -> String {
+    let c = Civil::of(t);
+    match style {
+        DateStyle::Iso => format!("{:04}-{:02}-{:02} {}", c.year, c.month, c.day, c.clock()),
+        DateStyle::Legacy => format!(
+            "{}/{:02}/{:04} {}",
+            c.month_name(),
+            c.day,
+            c.year,
+            c.clock()
+        ),
+    }
+}
+
+/// A `/log` `time` relative to `now`, as the manual describes the console: an entry from today
+/// shows only the time, one from this year leaves the year out, older ones show the full date
+/// (MikroTik manual, "Log": "If logs are printed on the same date when the log entry was added,
+/// then only the time will be shown"). The this-year form is `sep/15 09:54:33` before 7.10 (the
+/// manual's example) and `08-31 07:08:09` after (a recorded API row in a public script).
+pub(crate) fn format_relative(t: SystemTime, now: SystemTime, style: DateStyle) -> String {
+    let (c, n) = (Civil::of(t), Civil::of(now));
+    if (c.year, c.month, c.day) == (n.year, n.month, n.day) {
+        return c.clock();
+    }
+    if c.year == n.year {
+        return match style {
+            DateStyle::Iso => format!("{:02}-{:02} {}", c.month, c.day, c.clock()),
+            DateStyle::Legacy => format!("{}/{:02} {}", c.month_name(), c.day, c.clock()),
+        };
+    }
+    format_date_time(t, style)
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's `civil_from_days`).
@@ -223,6 +299,42 @@ mod tests {
         assert_eq!(
             format_v6(Duration::from_secs(MAX_TIMEOUT_SECS)),
             "35w3d13:13:56"
+        );
+    }
+
+    #[test]
+    fn formats_dates_in_both_styles() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_655_192_029); // 2022-06-14 07:33:49
+        assert_eq!(format_date_time(t, DateStyle::Iso), "2022-06-14 07:33:49");
+        assert_eq!(
+            format_date_time(t, DateStyle::Legacy),
+            "jun/14/2022 07:33:49"
+        );
+    }
+
+    #[test]
+    fn relative_log_times_drop_what_is_implied() {
+        let day = 86_400;
+        let now = UNIX_EPOCH + Duration::from_secs(1_790_844_612); // 2026-10-01 08:50:12
+        let today = now - Duration::from_secs(3_600);
+        let this_year = now - Duration::from_secs(20 * day);
+        let last_year = now - Duration::from_secs(400 * day);
+        assert_eq!(format_relative(today, now, DateStyle::Iso), "07:50:12");
+        assert_eq!(
+            format_relative(this_year, now, DateStyle::Iso),
+            "09-11 08:50:12"
+        );
+        assert_eq!(
+            format_relative(this_year, now, DateStyle::Legacy),
+            "sep/11 08:50:12"
+        );
+        assert_eq!(
+            format_relative(last_year, now, DateStyle::Iso),
+            "2025-08-27 08:50:12"
+        );
+        assert_eq!(
+            format_relative(last_year, now, DateStyle::Legacy),
+            "aug/27/2025 08:50:12"
         );
     }
 

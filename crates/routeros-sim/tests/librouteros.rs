@@ -3,7 +3,7 @@
 //! The Python script prints exactly what librouteros returned; this test asserts it. A missing
 //! librouteros fails the test with an install hint: it is never skipped.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -129,6 +129,82 @@ fn librouteros_login_add_print_remove_and_duplicate() {
 
     let status = signal_and_wait(&mut child, "-TERM");
     assert_eq!(status.code(), Some(0), "SIGTERM must exit 0");
+}
+
+#[test]
+fn control_stdin_injects_log_lines_that_librouteros_reads() {
+    let mut child = Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--user",
+            "tikban",
+            "--password",
+            "s3cret",
+        ])
+        .arg("--control-stdin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn routeros-sim");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut next = || {
+        lines
+            .next()
+            .expect("routeros-sim closed stdout")
+            .expect("read stdout")
+    };
+    let addr = next()
+        .strip_prefix("listening on ")
+        .expect("first line is `listening on`")
+        .to_owned();
+    writeln!(
+        stdin,
+        "log system,error,critical login failure for user admin from 192.0.2.7 via ssh"
+    )
+    .unwrap();
+    assert_eq!(next(), "ok *1");
+    writeln!(stdin, "frobnicate").unwrap();
+    assert!(next().starts_with("error unknown control command"));
+
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/librouteros_log.py");
+    let out = Command::new("python3")
+        .args([script, host, port, "tikban", "s3cret"])
+        .output()
+        .expect("python3 must be installed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(
+        out.status.code(),
+        Some(3),
+        "pip install librouteros\n{stderr}"
+    );
+    assert!(out.status.success(), "librouteros script failed:\n{stderr}");
+    let rows: Value = serde_json::from_slice(&out.stdout).expect("script prints JSON");
+    let rows = rows.as_array().expect("a list");
+    // The injected line, then librouteros' own login (it lists the log right after logging in).
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0][".id"], "*1");
+    assert_eq!(rows[0]["topics"], "system,error,critical");
+    assert_eq!(
+        rows[0]["message"],
+        "login failure for user admin from 192.0.2.7 via ssh"
+    );
+    assert_eq!(
+        rows[1]["message"],
+        "user tikban logged in from 127.0.0.1 via api"
+    );
+    let time = rows[0]["time"].as_str().expect("time");
+    assert_eq!(
+        (time.len(), &time[4..5], &time[10..11]),
+        (19, "-", " "),
+        "{time}"
+    );
+
+    drop(stdin);
+    let status = signal_and_wait(&mut child, "-TERM");
+    assert_eq!(status.code(), Some(0));
 }
 
 #[test]

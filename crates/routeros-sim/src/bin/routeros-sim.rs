@@ -3,21 +3,27 @@
 //! ```text
 //! routeros-sim --listen 127.0.0.1:PORT --user NAME --password PASS [--version 7.20.1]
 //!              [--tls] [--tls-cert-out FILE] [--per-write-ms MS] [--latency-ms MS]
-//!              [--identity NAME] [--arch NAME] [--max-sessions N]
+//!              [--identity NAME] [--arch NAME] [--max-sessions N] [--control-stdin]
 //! ```
 //!
 //! Prints `tls sha256 fingerprint HEX` (with `--tls`) and then `listening on ADDR` when ready;
 //! exits 0 on SIGTERM or SIGINT. Bad flags exit 64 (`EX_USAGE`).
+//!
+//! With `--control-stdin` it reads control lines from stdin (the grammar of
+//! `routeros_sim::control`, e.g. `log system,error,critical login failure for user admin from
+//! 192.0.2.7 via ssh`) and answers each on stdout with `ok <result>` or `error <reason>`. The end
+//! of stdin ends only the control loop.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
+use routeros_sim::control::MAX_CONTROL_LINE;
 use routeros_sim::{Sim, SimConfig, TlsIdentity, User};
 use tokio::net::TcpListener;
 
 const USAGE: &str = "usage: routeros-sim --listen ADDR [--user NAME] [--password PASS] \
 [--version V] [--tls] [--tls-cert-out FILE] [--per-write-ms MS] [--latency-ms MS] \
-[--identity NAME] [--arch NAME] [--max-sessions N]";
+[--identity NAME] [--arch NAME] [--max-sessions N] [--control-stdin]";
 
 /// Flags as typed.
 struct Args {
@@ -25,12 +31,13 @@ struct Args {
     config: SimConfig,
     tls: bool,
     cert_out: Option<String>,
+    control_stdin: bool,
 }
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut config = SimConfig::default();
     let (mut listen, mut user, mut password) = (None, "admin".to_owned(), String::new());
-    let (mut tls, mut cert_out) = (false, None);
+    let (mut tls, mut cert_out, mut control_stdin) = (false, None, false);
     // Fractions are allowed (`--latency-ms 0.3`): a real router's API latency is sub-millisecond.
     let ms = |v: String, flag: &str| -> Result<Duration, String> {
         v.parse::<f64>()
@@ -42,6 +49,10 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     while let Some(flag) = it.next() {
         if flag == "--tls" {
             tls = true;
+            continue;
+        }
+        if flag == "--control-stdin" {
+            control_stdin = true;
             continue;
         }
         if flag == "-h" || flag == "--help" {
@@ -75,6 +86,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         config,
         tls,
         cert_out,
+        control_stdin,
     })
 }
 
@@ -119,9 +131,58 @@ async fn serve(args: Args) -> std::io::Result<()> {
     println!("listening on {addr}");
     use std::io::Write;
     std::io::stdout().flush()?;
+    // After the readiness line, so `listening on` is always the last line before any `ok`.
+    if args.control_stdin {
+        let sim = sim.clone();
+        std::thread::spawn(move || control_loop(sim));
+    }
     match identity {
         Some(id) => sim.run_tls(listener, &id, shutdown).await,
         None => sim.run(listener, shutdown).await,
+    }
+}
+
+/// Applies control lines from stdin until it ends, on a plain thread (stdin is blocking).
+/// Lines longer than [`MAX_CONTROL_LINE`] are refused whole, never buffered past the bound.
+fn control_loop(sim: Sim) {
+    use std::io::{BufRead, Write};
+    let stdin = std::io::stdin();
+    let mut stdin = stdin.lock();
+    let mut line: Vec<u8> = Vec::new();
+    let mut overlong = false;
+    loop {
+        let chunk = match stdin.fill_buf() {
+            Ok([]) | Err(_) => return,
+            Ok(chunk) => chunk,
+        };
+        let (part, end) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (&chunk[..i], Some(i + 1)),
+            None => (chunk, None),
+        };
+        if overlong || line.len() + part.len() > MAX_CONTROL_LINE {
+            overlong = true;
+            line.clear();
+        } else {
+            line.extend_from_slice(part);
+        }
+        let used = end.unwrap_or(chunk.len());
+        stdin.consume(used);
+        if end.is_none() {
+            continue;
+        }
+        let reply = if overlong {
+            "error line too long".to_owned()
+        } else {
+            match sim.apply_control(&String::from_utf8_lossy(&line)) {
+                Ok(out) => format!("ok {out}"),
+                Err(err) => format!("error {err}"),
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{reply}");
+        let _ = out.flush();
+        line.clear();
+        overlong = false;
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use routeros_proto::{Request, category};
 
-use super::print::{FollowSpec, PrintOpts, one_shot};
+use super::print::{PrintOpts, Source, Stream, one_shot};
 use super::{Outcome, Replier, Trap, attr, check_params, ids};
 use crate::normalize::normalize;
 use crate::query::Props;
@@ -105,24 +105,21 @@ pub(crate) fn insert(
 
 fn print(shared: &Shared, family: Family, req: &Request, r: &Replier) -> Result<Outcome, Trap> {
     let opts = PrintOpts::parse(req)?;
-    let rows = snapshot(shared, family);
     if opts.follow || opts.follow_only {
-        let mut spec = FollowSpec {
-            family,
+        let snapshot = !opts.follow_only;
+        let (stream, first) = Stream::start(
+            shared,
+            Source::AddressList(family),
             opts,
-            replier: r.clone(),
-            seen: Default::default(),
-        };
-        // `follow-only` skips the snapshot (§6); streams never start with `!empty` (§3).
-        let initial = spec.poll(rows);
-        let initial = if spec.opts.follow_only {
-            Vec::new()
-        } else {
-            initial
-        };
-        return Ok(Outcome::Follow(spec, initial));
+            r.clone(),
+            snapshot,
+        );
+        return Ok(Outcome::Follow(stream, first));
     }
-    let items: Vec<Props> = rows.into_iter().map(|(_, p)| p).collect();
+    let items: Vec<Props> = snapshot(shared, family)
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
     Ok(Outcome::Reply(one_shot(shared, &opts, &items, r)))
 }
 

@@ -9,6 +9,14 @@
 //!   `=name= =response=` is checked with [`legacy_response`]; a bad one traps `cannot log in`.
 //!
 //! A user without the `api` policy fails like a bad password (**unverified**).
+//!
+//! Every attempt is logged as a router logs it (routeros-api.md §4; librouteros issue 38): a
+//! failure as `login failure for user <name> from <address> via api` (topics
+//! `system,error,critical`), a success as `user <name> logged in from <address> via api`, and the
+//! end of a logged-in connection as `user <name> logged out from <address> via api` (topics
+//! `system,info,account`). The name is the one the client sent, spaces and all.
+
+use std::net::IpAddr;
 
 use rand::RngCore;
 use routeros_proto::Request;
@@ -16,7 +24,29 @@ use routeros_proto::login::legacy_response;
 
 use super::{Outcome, Replier, Session, Trap, attr};
 use crate::config::User;
+use crate::memlog::NewLogEntry;
 use crate::shared::Shared;
+
+/// The `via` of API sessions in log lines. A login over api-ssl may say otherwise on a router:
+/// **unverified**.
+pub(crate) const VIA: &str = "api";
+
+/// A logged-in API session, remembered until its connection ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LoginRecord {
+    pub user: String,
+    pub peer: IpAddr,
+    /// [`State::boot_epoch`](crate::state::State) at login.
+    pub epoch: u64,
+}
+
+/// The connection of `rec` ended: log the logout, unless the router rebooted since (the log of
+/// the earlier boot is gone, and with it any reason to log).
+pub(crate) fn logout(shared: &Shared, rec: &LoginRecord) {
+    if shared.with_state(|s| s.boot_epoch) == rec.epoch {
+        shared.log(NewLogEntry::logged_out(&rec.user, rec.peer, VIA));
+    }
+}
 
 pub(crate) fn run(shared: &Shared, session: &mut Session, req: &Request, r: &Replier) -> Outcome {
     let name = attr(req, "name");
@@ -35,7 +65,15 @@ pub(crate) fn run(shared: &Shared, session: &mut Session, req: &Request, r: &Rep
             }
             _ => false,
         };
-        return finish(shared, session, user.filter(|_| ok), "cannot log in", r);
+        let name = name.unwrap_or_default();
+        return finish(
+            shared,
+            session,
+            &name,
+            user.filter(|_| ok),
+            "cannot log in",
+            r,
+        );
     }
     let user = match (name.as_deref(), req.attributes.get("password")) {
         (Some(n), Some(p)) => find(shared, n).filter(|u| u.password.as_bytes() == p),
@@ -44,6 +82,7 @@ pub(crate) fn run(shared: &Shared, session: &mut Session, req: &Request, r: &Rep
     finish(
         shared,
         session,
+        name.as_deref().unwrap_or_default(),
         user,
         "invalid user name or password (6)",
         r,
@@ -54,21 +93,39 @@ fn find(shared: &Shared, name: &str) -> Option<User> {
     shared.config.users.iter().find(|u| u.name == name).cloned()
 }
 
+/// Ends a login attempt by `name` (as the client sent it). Both outcomes are logged like a router
+/// does (`cmd::login` module doc; [`NewLogEntry::login_failure`], [`NewLogEntry::logged_in`]).
 fn finish(
     shared: &Shared,
     session: &mut Session,
+    name: &str,
     user: Option<User>,
     failure: &str,
     r: &Replier,
 ) -> Outcome {
+    let peer = session.peer;
     match user.filter(|u| u.has("api") || !shared.config.enforce_policies) {
         Some(u) => {
-            shared.with_state(|s| s.stats.logins += 1);
+            let epoch = shared.with_state(|s| {
+                s.stats.logins += 1;
+                s.boot_epoch
+            });
+            if let Some(peer) = peer {
+                shared.log(NewLogEntry::logged_in(&u.name, peer, VIA));
+                session.login = Some(LoginRecord {
+                    user: u.name.clone(),
+                    peer,
+                    epoch,
+                });
+            }
             session.user = Some(u);
             Outcome::Reply(vec![r.done()])
         }
         None => {
             shared.with_state(|s| s.stats.failed_logins += 1);
+            if let Some(peer) = peer {
+                shared.log(NewLogEntry::login_failure(name, peer, VIA));
+            }
             Outcome::Close(
                 r.trap_done(&Trap::new(None, failure)),
                 shared.config.bad_login_close_delay,

@@ -1,20 +1,22 @@
 //! Command dispatch: one [`Request`] in, an [`Outcome`] (reply sentences) out.
 //!
 //! One file per menu (mini-redis `cmd/`, style.md #13): [`login`], [`address_list`], [`rules`],
-//! [`system`], [`script`]; [`print`] holds the shared `print` options (`.proplist`, queries,
-//! `count-only`, `!empty`). Everything here is synchronous and runs under the state lock; the
+//! [`system`], [`script`], [`log`]; [`print`] holds the shared `print` options (`.proplist`,
+//! queries, `count-only`, `!empty`) and the streams (`follow`, `follow-only`). Everything here is synchronous and runs under the state lock; the
 //! async parts (cost, latency, cancel, streaming) live in `server.rs`.
 //!
 //! Trap texts and categories: where `routeros-api.md` quotes a message it is used verbatim;
 //! others carry an **unverified** note at their definition. Categories follow the §3 table.
 
 pub(crate) mod address_list;
+pub(crate) mod log;
 pub(crate) mod login;
 pub(crate) mod print;
 pub(crate) mod rules;
 pub(crate) mod script;
 pub(crate) mod system;
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use routeros_proto::{Request, Sentence, category};
@@ -137,14 +139,18 @@ pub(crate) enum Outcome {
     Reply(Vec<Sentence>),
     /// Send these sentences, wait `delay`, then close the connection.
     Close(Vec<Sentence>, Duration),
-    /// Send the snapshot, then stream changes until `/cancel` (`print =follow=`).
-    Follow(print::FollowSpec, Vec<Sentence>),
+    /// Send these sentences, then stream changes until `/cancel` (`print =follow=`).
+    Follow(print::Stream, Vec<Sentence>),
 }
 
 /// Per-connection login state.
 #[derive(Debug, Default)]
 pub(crate) struct Session {
+    /// The client's address, for the log lines of logins and logouts.
+    pub peer: Option<IpAddr>,
     pub user: Option<User>,
+    /// Set at login: the connection logs a logout when it ends.
+    pub login: Option<login::LoginRecord>,
     /// Challenge of a legacy (< 6.43) login in progress (§4).
     pub challenge: Option<String>,
     /// Commands refused with `not logged in`.
@@ -166,6 +172,7 @@ pub(crate) enum Menu {
     Identity,
     Script,
     File,
+    Log,
 }
 
 const MENUS: &[(&str, Menu)] = &[
@@ -185,6 +192,7 @@ const MENUS: &[(&str, Menu)] = &[
     ("/system/identity", Menu::Identity),
     ("/system/script", Menu::Script),
     ("/file", Menu::File),
+    ("/log", Menu::Log),
 ];
 
 /// Verbs that change configuration or state: they need the `write` policy and pay the
@@ -269,6 +277,7 @@ pub(crate) fn execute(shared: &Shared, session: &mut Session, req: &Request) -> 
         Menu::Identity => system::identity(shared, verb, req, &r),
         Menu::Script => script::script(shared, verb, req, &r),
         Menu::File => script::file(shared, verb, req, &r),
+        Menu::Log => log::run(shared, verb, req, &r),
     };
     match result {
         Ok(outcome) => outcome,

@@ -1,13 +1,14 @@
 //! `print` (alias `getall`, §2) on any menu: queries, `.proplist`, `count-only`, `!empty` (§6).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use routeros_proto::{Query, Request, Sentence, category};
 
 use super::{PRINT_PARAMS, Replier, Trap, check_params};
 use crate::query::{self, Props};
 use crate::shared::Shared;
-use crate::state::Family;
+use crate::state::{Family, Generations};
 
 /// Parsed `print` options.
 #[derive(Debug, Clone)]
@@ -21,7 +22,12 @@ pub(crate) struct PrintOpts {
 
 impl PrintOpts {
     pub(crate) fn parse(req: &Request) -> Result<Self, Trap> {
-        check_params(req, PRINT_PARAMS)?;
+        Self::parse_with(req, PRINT_PARAMS)
+    }
+
+    /// Like [`PrintOpts::parse`], with a menu's own list of accepted parameters.
+    pub(crate) fn parse_with(req: &Request, allowed: &[&str]) -> Result<Self, Trap> {
+        check_params(req, allowed)?;
         query::validate(&req.queries)
             .map_err(|e| Trap::new(Some(category::ARGUMENT_VALUE), e.to_string()))?;
         let proplist = req.attributes.get(".proplist").map(|v| {
@@ -78,46 +84,152 @@ pub(crate) fn one_shot(
     out
 }
 
-/// A running `print =follow=` / `=follow-only=` on an address list: what it has sent so far.
-#[derive(Debug)]
-pub(crate) struct FollowSpec {
-    pub family: Family,
-    pub opts: PrintOpts,
-    pub replier: Replier,
-    /// id → properties last sent.
-    pub seen: HashMap<u64, Props>,
+/// What a stream (`print =follow=`, `=follow-only=`) watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// `/ip|ipv6/firewall/address-list`.
+    AddressList(Family),
+    /// `/log`: new entries only, in order.
+    Log,
 }
 
-impl FollowSpec {
-    /// Rows for what changed since the last call: new or changed items as `!re`, vanished ones
-    /// as `!re =.id=X =.dead=true` (§2). Expiry is noticed on the next change (lazy expiry).
-    pub(crate) fn poll(&mut self, current: Vec<(u64, Props)>) -> Vec<Sentence> {
-        let mut out = Vec::new();
-        let mut now_seen = HashMap::with_capacity(current.len());
-        for (id, props) in current {
-            if !self.opts.matches(&props) {
-                continue;
-            }
-            if self.seen.get(&id) != Some(&props) {
-                out.push(self.replier.re(&self.opts.project(&props)));
-            }
-            now_seen.insert(id, props);
+impl Source {
+    /// Properties that change on their own (a countdown): a change in them alone is not news.
+    fn volatile(self) -> &'static [&'static str] {
+        match self {
+            Source::AddressList(_) => &["timeout"],
+            Source::Log => &[],
         }
-        let mut dead: Vec<u64> = self
-            .seen
-            .keys()
-            .filter(|id| !now_seen.contains_key(id))
-            .copied()
-            .collect();
-        dead.sort_unstable();
-        for id in dead {
-            let props = vec![
-                (".id".to_owned(), crate::state::format_id(id)),
-                (".dead".to_owned(), "true".to_owned()),
-            ];
-            out.push(self.replier.re(&props));
-        }
-        self.seen = now_seen;
-        out
     }
+}
+
+/// Where a stream is.
+#[derive(Debug)]
+enum Cursor {
+    /// A table: id -> properties last sent, volatile ones left out.
+    Table(HashMap<u64, Props>),
+    /// The log: the newest id already looked at.
+    Tail(u64),
+}
+
+/// A running stream: what it has sent so far.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    pub source: Source,
+    pub opts: PrintOpts,
+    pub replier: Replier,
+    cursor: Cursor,
+}
+
+impl Stream {
+    /// Starts a stream. `snapshot` sends the current items first (`follow`); without it only
+    /// later changes are sent (`follow-only`, §6). Streams never start with `!empty` (§3).
+    pub(crate) fn start(
+        shared: &Shared,
+        source: Source,
+        opts: PrintOpts,
+        replier: Replier,
+        snapshot: bool,
+    ) -> (Stream, Vec<Sentence>) {
+        let cursor = match source {
+            Source::Log => Cursor::Tail(if snapshot {
+                0
+            } else {
+                shared.with_state(|s| s.log.last_id())
+            }),
+            Source::AddressList(_) => Cursor::Table(HashMap::new()),
+        };
+        let mut stream = Stream {
+            source,
+            opts,
+            replier,
+            cursor,
+        };
+        let first = stream.poll(shared);
+        let first = if snapshot { first } else { Vec::new() };
+        (stream, first)
+    }
+
+    /// True if a change from `old` to `new` concerns this stream.
+    pub(crate) fn woken_by(&self, old: &Generations, new: &Generations) -> bool {
+        match self.source {
+            Source::AddressList(_) => old.lists != new.lists,
+            Source::Log => old.log != new.log,
+        }
+    }
+
+    /// Sim time at which something this stream shows expires on its own.
+    pub(crate) fn next_deadline(&self, shared: &Shared) -> Option<Duration> {
+        match self.source {
+            Source::AddressList(_) => shared.with_state(|s| s.next_expiry()),
+            Source::Log => None,
+        }
+    }
+
+    /// Rows for what changed since the last call. Tables: new or changed items as `!re`,
+    /// vanished ones as `!re =.id=X =.dead=true` (§2; librouteros `docs/api_analysis.rst`,
+    /// "Canceling listen", prints `=.dead=true`). The log: new entries, oldest first.
+    pub(crate) fn poll(&mut self, shared: &Shared) -> Vec<Sentence> {
+        let source = self.source;
+        match &mut self.cursor {
+            Cursor::Tail(after) => {
+                let rows = super::log::rows(shared, *after);
+                if let Some((id, _)) = rows.last() {
+                    *after = *id;
+                }
+                rows.iter()
+                    .filter(|(_, p)| self.opts.matches(p))
+                    .map(|(_, p)| self.replier.re(&self.opts.project(p)))
+                    .collect()
+            }
+            Cursor::Table(seen) => {
+                let current = match source {
+                    Source::AddressList(family) => super::address_list::snapshot(shared, family),
+                    Source::Log => Vec::new(),
+                };
+                diff(seen, current, source.volatile(), &self.opts, &self.replier)
+            }
+        }
+    }
+}
+
+/// The rows that bring a client that saw `seen` up to `current`; updates `seen`.
+fn diff(
+    seen: &mut HashMap<u64, Props>,
+    current: Vec<(u64, Props)>,
+    volatile: &[&str],
+    opts: &PrintOpts,
+    replier: &Replier,
+) -> Vec<Sentence> {
+    let mut out = Vec::new();
+    let mut now_seen = HashMap::with_capacity(current.len());
+    for (id, props) in current {
+        if !opts.matches(&props) {
+            continue;
+        }
+        let stable: Props = props
+            .iter()
+            .filter(|(k, _)| !volatile.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        if seen.get(&id) != Some(&stable) {
+            out.push(replier.re(&opts.project(&props)));
+        }
+        now_seen.insert(id, stable);
+    }
+    let mut dead: Vec<u64> = seen
+        .keys()
+        .filter(|id| !now_seen.contains_key(id))
+        .copied()
+        .collect();
+    dead.sort_unstable();
+    for id in dead {
+        let props = vec![
+            (".id".to_owned(), crate::state::format_id(id)),
+            (".dead".to_owned(), "true".to_owned()),
+        ];
+        out.push(replier.re(&props));
+    }
+    *seen = now_seen;
+    out
 }

@@ -1,0 +1,332 @@
+//! Socket tests of the menus tikban's guard reads: `/log`, `/user/active`, `/system/resource`,
+//! and `listen`. Section numbers refer to `routeros-api.md`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use routeros_proto::ReplyKind;
+use routeros_sim::{LogTimeFormat, NewLogEntry, SimConfig, User};
+
+const FAILURE: &str = "system,error,critical";
+const ACCOUNT: &str = "system,info,account";
+
+/// `(topics, message)` of every `!re`.
+fn rows(replies: &[routeros_proto::Reply]) -> Vec<(String, String)> {
+    replies
+        .iter()
+        .filter(|r| r.kind == ReplyKind::Re)
+        .map(|r| (attr(r, "topics").to_owned(), attr(r, "message").to_owned()))
+        .collect()
+}
+
+// === /log ===
+
+#[tokio::test]
+async fn log_print_shows_the_sims_own_login_failures_logins_and_fields() {
+    let (_sim, server) = serve(SimConfig::default().with_user("tikban", "pw")).await;
+    let mut bad = Conn::open(&server).await;
+    let r = bad
+        .call(&["/login", "=name=tikban", "=password=nope"])
+        .await;
+    assert_trap(&r, "invalid user name or password (6)");
+    let mut c = Conn::login_as(&server, "tikban", "pw").await;
+    let r = c.call(&["/log/print"]).await;
+    assert_eq!(
+        rows(&r),
+        [
+            (
+                FAILURE.to_owned(),
+                "login failure for user tikban from 127.0.0.1 via api".to_owned()
+            ),
+            (
+                ACCOUNT.to_owned(),
+                "user tikban logged in from 127.0.0.1 via api".to_owned()
+            ),
+        ]
+    );
+    // Field names and order of the recorded rows (7.19+: extra-info after message; no buffer
+    // before 7.21).
+    assert_eq!(
+        keys(&r[0]),
+        [".id", "time", "topics", "message", "extra-info"]
+    );
+    assert_eq!(
+        attr(&r[0], "extra-info"),
+        "app=api duser=tikban outcome=failure src=127.0.0.1"
+    );
+    assert_eq!(
+        attr(&r[1], "extra-info"),
+        "app=api duser=tikban outcome=success src=127.0.0.1"
+    );
+    // `.id`s increase; 7.20 prints the full date even for today's entries.
+    assert_eq!((attr(&r[0], ".id"), attr(&r[1], ".id")), ("*1", "*2"));
+    assert!(is_iso_date_time(attr(&r[0], "time")), "{r:?}");
+}
+
+#[tokio::test]
+async fn log_user_name_is_taken_verbatim_from_the_client() {
+    let (sim, server) = serve(SimConfig::default()).await;
+    let mut c = Conn::open(&server).await;
+    let r = c
+        .call(&["/login", "=name=user with space from", "=password=x"])
+        .await;
+    assert_trap(&r, "invalid user name or password (6)");
+    let logs = sim.logs();
+    assert_eq!(
+        logs[0].message,
+        "login failure for user user with space from from 127.0.0.1 via api"
+    );
+    assert_eq!(logs[0].topics, FAILURE);
+}
+
+#[tokio::test]
+async fn follow_only_streams_new_entries_until_cancel() {
+    let (sim, server) = serve(SimConfig::default()).await;
+    sim.log("system,info", "before the stream");
+    let mut c = Conn::admin(&server).await;
+    c.send(&["/log/print", "=follow-only=", ".tag=g"]).await;
+    c.sync().await;
+    // Nothing old is sent: the first row is the one logged after the stream started.
+    sim.log(
+        FAILURE,
+        "login failure for user admin from 192.0.2.7 via ssh",
+    );
+    let r = c.recv().await;
+    assert_eq!((r.kind, r.tag_str()), (ReplyKind::Re, Some("g")));
+    assert_eq!(
+        attr(&r, "message"),
+        "login failure for user admin from 192.0.2.7 via ssh"
+    );
+    // The sim's own events stream too.
+    let mut bad = Conn::open(&server).await;
+    bad.call(&["/login", "=name=root", "=password=x"]).await;
+    let r = c.recv().await;
+    assert_eq!(
+        attr(&r, "message"),
+        "login failure for user root from 127.0.0.1 via api"
+    );
+
+    c.send(&["/cancel", "=tag=g", ".tag=c"]).await;
+    let mut ends = Vec::new();
+    while ends.len() < 4 {
+        let r = c.recv().await;
+        ends.push((r.kind, r.tag_str().map(str::to_owned), r.category()));
+    }
+    let g: Vec<_> = ends
+        .iter()
+        .filter(|e| e.1.as_deref() == Some("g"))
+        .collect();
+    // §3: after /cancel a stream sends `!trap =category=2 =message=interrupted`, `!empty`
+    // (7.18+), `!done`.
+    assert_eq!(
+        g.iter().map(|e| (e.0, e.2)).collect::<Vec<_>>(),
+        [
+            (ReplyKind::Trap, Some(2)),
+            (ReplyKind::Empty, None),
+            (ReplyKind::Done, None)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn follow_sends_existing_entries_then_new_ones_with_queries_and_proplist() {
+    let (sim, server) = serve(SimConfig::default()).await;
+    sim.log("dhcp,info", "defconf assigned 192.168.88.20");
+    sim.log(
+        FAILURE,
+        "login failure for user guest from 192.0.2.9 via winbox",
+    );
+    let mut c = Conn::admin(&server).await;
+    c.send(&[
+        "/log/print",
+        "=follow=",
+        "?topics=system,error,critical",
+        "=.proplist=message",
+        ".tag=f",
+    ])
+    .await;
+    let r = c.recv().await;
+    assert_eq!(
+        words(&r),
+        [
+            "!re",
+            "=message=login failure for user guest from 192.0.2.9 via winbox",
+            ".tag=f"
+        ]
+    );
+    sim.log("dhcp,info", "not matched");
+    sim.log(
+        FAILURE,
+        "login failure for user admin from 192.0.2.9 via ssh",
+    );
+    let r = c.recv().await;
+    assert_eq!(
+        attr(&r, "message"),
+        "login failure for user admin from 192.0.2.9 via ssh"
+    );
+}
+
+#[tokio::test]
+async fn log_print_one_shot_takes_queries_count_only_and_display_flags() {
+    let (sim, server) = serve(SimConfig::default()).await;
+    sim.log(FAILURE, "login failure for user a from 192.0.2.1 via ssh");
+    sim.log("firewall,info", "input: in:ether1 out:(unknown 0)");
+    let mut c = Conn::admin(&server).await;
+    let r = c
+        .call(&["/log/print", "?topics=firewall,info", "=without-paging="])
+        .await;
+    assert_eq!(
+        rows(&r),
+        [(
+            "firewall,info".to_owned(),
+            "input: in:ether1 out:(unknown 0)".to_owned()
+        )]
+    );
+    let r = c.call(&["/log/print", "=count-only="]).await;
+    // The two injected lines and admin's login.
+    assert_eq!(attr(&r[0], "ret"), "3");
+    let r = c.call(&["/log/print", "?topics=none"]).await;
+    assert_eq!(kinds(&r), [ReplyKind::Empty, ReplyKind::Done]);
+}
+
+#[tokio::test]
+async fn logout_is_logged_when_a_logged_in_connection_ends() {
+    let (_sim, server) = serve(SimConfig::default().with_user("tikban", "pw")).await;
+    let mut watch = Conn::login_as(&server, "tikban", "pw").await;
+    watch
+        .send(&[
+            "/log/print",
+            "=follow-only=",
+            "?topics=system,info,account",
+            ".tag=w",
+        ])
+        .await;
+    watch.sync().await;
+    let c = Conn::login_as(&server, "tikban", "pw").await;
+    let r = watch.recv().await;
+    assert_eq!(
+        attr(&r, "message"),
+        "user tikban logged in from 127.0.0.1 via api"
+    );
+    drop(c);
+    // The close is the signal; the stream delivers the logout within the receive deadline.
+    let r = watch.recv().await;
+    assert_eq!(
+        attr(&r, "message"),
+        "user tikban logged out from 127.0.0.1 via api"
+    );
+}
+
+#[tokio::test]
+async fn memory_log_keeps_the_newest_1000_entries_by_default() {
+    let (sim, server) = serve(SimConfig::default()).await;
+    for i in 0..1_100 {
+        sim.log("script,info", &format!("line {i}"));
+    }
+    let logs = sim.logs();
+    assert_eq!(logs.len(), 1_000);
+    assert_eq!(logs[0].message, "line 100");
+    assert_eq!(logs[0].id, "*65");
+    let mut c = Conn::admin(&server).await;
+    let r = c.call(&["/log/print", "=count-only="]).await;
+    assert_eq!(attr(&r[0], "ret"), "1000", "admin's login pushed one out");
+    assert_eq!(sim.logs()[0].message, "line 101");
+}
+
+#[tokio::test]
+async fn log_print_needs_the_read_policy() {
+    let cfg = SimConfig::default().add_user(User::new("apionly", "pw").with_policies("api"));
+    let (_sim, server) = serve(cfg).await;
+    let mut c = Conn::login_as(&server, "apionly", "pw").await;
+    assert_trap(&c.call(&["/log/print"]).await, "not enough permissions (9)");
+}
+
+#[tokio::test]
+async fn with_extra_info_exists_from_7_19() {
+    let (sim, server) = serve(SimConfig::default().with_version("7.18.2")).await;
+    sim.push_log(
+        NewLogEntry::new(FAILURE, "login failure for user a from 192.0.2.1 via ssh")
+            .with_extra_info("app=ssh duser=a outcome=failure src=192.0.2.1"),
+    );
+    let mut c = Conn::admin(&server).await;
+    assert_trap(
+        &c.call(&["/log/print", "=with-extra-info="]).await,
+        "unknown parameter with-extra-info",
+    );
+    let r = c.call(&["/log/print"]).await;
+    assert_eq!(keys(&r[0]), [".id", "time", "topics", "message"]);
+
+    let (sim, server) = serve(SimConfig::default().with_version("7.19")).await;
+    sim.push_log(
+        NewLogEntry::new(FAILURE, "login failure for user a from 192.0.2.1 via ssh")
+            .with_extra_info("app=ssh duser=a outcome=failure src=192.0.2.1"),
+    );
+    let mut c = Conn::admin(&server).await;
+    let r = c.call(&["/log/print", "=with-extra-info="]).await;
+    assert_eq!(
+        attr(&r[0], "extra-info"),
+        "app=ssh duser=a outcome=failure src=192.0.2.1"
+    );
+}
+
+#[tokio::test]
+async fn log_time_styles_follow_version_and_config() {
+    let is_clock = |s: &str| s.len() == 8 && s.as_bytes()[2] == b':' && s.as_bytes()[5] == b':';
+    // Relative: today's entries print as the time only; 40 days later they carry a date.
+    let cfg = SimConfig {
+        log_time: LogTimeFormat::Relative,
+        ..SimConfig::default().with_manual_clock()
+    };
+    let (sim, server) = serve(cfg).await;
+    sim.log("script,info", "x");
+    let mut c = Conn::admin(&server).await;
+    let r = c.call(&["/log/print", "=.proplist=time"]).await;
+    let t = attr(&r[0], "time").to_owned();
+    // A run across midnight would print `MM-DD HH:MM:SS`; both are relative forms.
+    assert!(is_clock(&t) || t.len() == 14, "{t}");
+    sim.clock().advance(Duration::from_secs(40 * 86_400));
+    let r = c.call(&["/log/print", "=.proplist=time"]).await;
+    let later = attr(&r[0], "time");
+    assert!(
+        later.ends_with(&t[t.len() - 8..]) && later.len() > 8,
+        "{later}"
+    );
+
+    // Before 7.10 dates are `jun/14/2022`-style, and the default is relative.
+    let (sim, server) = serve(
+        SimConfig::default()
+            .with_version("7.9.2")
+            .with_manual_clock(),
+    )
+    .await;
+    sim.log("script,info", "x");
+    sim.clock().advance(Duration::from_secs(400 * 86_400));
+    let mut c = Conn::admin(&server).await;
+    let r = c.call(&["/log/print", "?message=x"]).await;
+    let t = attr(&r[0], "time");
+    let b = t.as_bytes();
+    assert!(
+        t.len() == 20 && b[3] == b'/' && b[6] == b'/' && b[0].is_ascii_lowercase(),
+        "{t}"
+    );
+}
+
+#[tokio::test]
+async fn reboot_empties_the_memory_log_without_logging_logouts() {
+    let (sim, server) = serve(SimConfig::default()).await;
+    let mut c = Conn::admin(&server).await;
+    sim.log("script,info", "x");
+    sim.faults().reboot();
+    assert!(c.closed_within(Duration::from_secs(2)).await);
+    let mut c = Conn::admin(&server).await;
+    let r = c.call(&["/log/print"]).await;
+    assert_eq!(
+        rows(&r),
+        [(
+            ACCOUNT.to_owned(),
+            "user admin logged in from 127.0.0.1 via api".to_owned()
+        )]
+    );
+}
