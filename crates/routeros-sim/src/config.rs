@@ -151,6 +151,8 @@ pub struct User {
     pub password: String,
     /// Policy names. Default `api,read,write`. `api` is needed to log in over the API.
     pub policies: Vec<String>,
+    /// The user's group, shown in `/user/active`. Default `full`.
+    pub group: String,
 }
 
 impl User {
@@ -160,7 +162,14 @@ impl User {
             name: name.to_owned(),
             password: password.to_owned(),
             policies: vec!["api".into(), "read".into(), "write".into()],
+            group: "full".into(),
         }
+    }
+
+    /// Sets the group name shown in `/user/active` (policies stay as they are).
+    pub fn with_group(mut self, group: &str) -> Self {
+        self.group = group.to_owned();
+        self
     }
 
     /// Replaces the policies with a comma-separated list, e.g. `"api,read"`.

@@ -6,6 +6,9 @@
 //!
 //! ```text
 //! log <topics> <message...>            add a memory-log entry      -> ok <.id>
+//! session add <name> <address> <via>   add a /user/active row     -> ok <.id>
+//! session remove <.id>                 end a /user/active row     -> ok
+//! memory <total-bytes> <free-bytes>    set /system/resource RAM    -> ok
 //! ```
 
 use crate::memlog::NewLogEntry;
@@ -32,6 +35,41 @@ impl Sim {
                     return Err(refuse("usage: log <topics> <message>"));
                 }
                 Ok(self.push_log(NewLogEntry::new(topics, message)))
+            }
+            "session" => {
+                let (what, args) = rest.split_once(' ').unwrap_or((rest, ""));
+                match what {
+                    "add" => {
+                        let mut words = args.split(' ');
+                        let (Some(name), Some(address), Some(via), None) =
+                            (words.next(), words.next(), words.next(), words.next())
+                        else {
+                            return Err(refuse("usage: session add <name> <address> <via>"));
+                        };
+                        if name.is_empty() || via.is_empty() {
+                            return Err(refuse("usage: session add <name> <address> <via>"));
+                        }
+                        self.add_active_session(name, address, via)
+                    }
+                    "remove" => {
+                        if self.remove_active_session(args) {
+                            Ok(String::new())
+                        } else {
+                            Err(refuse("no such session"))
+                        }
+                    }
+                    _ => Err(refuse("usage: session add|remove ...")),
+                }
+            }
+            "memory" => {
+                let mut words = rest.split(' ').map(str::parse::<u64>);
+                match (words.next(), words.next(), words.next()) {
+                    (Some(Ok(total)), Some(Ok(free)), None) => {
+                        self.set_memory(total, free);
+                        Ok(String::new())
+                    }
+                    _ => Err(refuse("usage: memory <total-bytes> <free-bytes>")),
+                }
             }
             "" => Err(refuse("empty line")),
             other => Err(refuse(&format!("unknown control command {other:?}"))),
@@ -84,5 +122,6 @@ mod tests {
         let long = format!("log t {}", "x".repeat(super::MAX_CONTROL_LINE));
         assert!(sim.apply_control(&long).is_err());
         assert!(sim.logs().is_empty());
+        assert!(sim.active_sessions().is_empty());
     }
 }

@@ -11,8 +11,8 @@
 //! What it must **not** do: it is not a router. It never touches the host's network
 //! configuration, never resolves DNS-name entries, and models only these menus:
 //! `/ip|ipv6/firewall/address-list`, `/ip|ipv6/firewall/filter|raw`, `/system/resource`,
-//! `/system/identity`, `/log`, `/system/script` and `/file` (the last two only to count flash
-//! writes).
+//! `/system/identity`, `/log`, `/user/active`, `/system/script` and `/file` (the last two only
+//! to count flash writes).
 //!
 //! # Main types
 //!
@@ -23,8 +23,9 @@
 //! - Test controls: [`SimClock`] (advance time instead of sleeping), [`Faults`] (drop, stall,
 //!   trap a fraction of adds, reboot), inspection ([`Sim::address_list`], [`Entry`],
 //!   [`Sim::persistent_writes`], [`Sim::stats`]), [`Sim::transcript`], the memory log
-//!   ([`Sim::log`] to play ssh or winbox failures, [`Sim::logs`]), and [`control`], the same
-//!   controls as text lines for the binary.
+//!   ([`Sim::log`] to play ssh or winbox failures, [`Sim::logs`]), logged-in users
+//!   ([`Sim::add_active_session`] for an admin on winbox), RAM ([`Sim::set_memory`]), and
+//!   [`control`], the same controls as text lines for the binary.
 //!
 //! ```text
 //!  client ──TCP/TLS──▶ reader ─▶ executor (login, policies, cost, menus under the state lock)
@@ -90,6 +91,7 @@ mod memlog;
 pub mod normalize;
 pub mod query;
 mod server;
+mod sessions;
 mod shared;
 mod sim;
 mod state;
@@ -100,6 +102,7 @@ pub use clock::{ClockMode, SimClock};
 pub use config::{CostModel, LogTimeFormat, SimConfig, User};
 pub use memlog::{LogEntry, NewLogEntry};
 pub use server::RunningSim;
+pub use sessions::{ActiveSession, NewActiveSession};
 pub use shared::{Direction, TranscriptEntry};
 pub use sim::{Faults, Sim, SimError};
 pub use state::{Entry, Family, NewEntry, Rule, Stats, Table, format_id, parse_id};

@@ -8,7 +8,7 @@
 //! or firewall events.
 
 use std::collections::VecDeque;
-use std::net::IpAddr;
+use std::fmt::Display;
 use std::time::{Duration, SystemTime};
 
 /// A log entry as the inspection API shows it ([`Sim::logs`](crate::Sim::logs)).
@@ -58,7 +58,8 @@ impl NewLogEntry {
     /// `app=<service> duser=<user> outcome=failure src=<address>` (lines: fail2ban
     /// `fail2ban/tests/files/logs/routeros-auth`, CrowdSec hub `.tests/mikrotik-bf`; extra fields:
     /// the CEF example of the MikroTik manual, "Log").
-    pub fn login_failure(user: &str, address: IpAddr, via: &str) -> Self {
+    pub fn login_failure(user: &str, address: impl Display, via: &str) -> Self {
+        let address = address.to_string();
         Self::new(
             "system,error,critical",
             &format!("login failure for user {user} from {address} via {via}"),
@@ -72,7 +73,8 @@ impl NewLogEntry {
     /// (MikroTik manual, "Log" example; a recorded API row: `'message': 'user admin logged in
     /// from 192.168.0.250 via api'`, `'extra-info': 'app=api duser=apiuser outcome=success
     /// src=192.168.1.47'`).
-    pub fn logged_in(user: &str, address: IpAddr, via: &str) -> Self {
+    pub fn logged_in(user: &str, address: impl Display, via: &str) -> Self {
+        let address = address.to_string();
         Self::new(
             "system,info,account",
             &format!("user {user} logged in from {address} via {via}"),
@@ -85,7 +87,7 @@ impl NewLogEntry {
     /// `user <user> logged out from <address> via <service>`, topics `system,info,account`
     /// (MikroTik manual, "Log" example). No recorded row shows an `extra-info` for a logout:
     /// none is set.
-    pub fn logged_out(user: &str, address: IpAddr, via: &str) -> Self {
+    pub fn logged_out(user: &str, address: impl Display, via: &str) -> Self {
         Self::new(
             "system,info,account",
             &format!("user {user} logged out from {address} via {via}"),
@@ -166,6 +168,8 @@ impl LogBuffer {
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
 
     #[test]

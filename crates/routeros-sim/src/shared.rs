@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::clock::{SimClock, lock};
 use crate::config::{SimConfig, Version};
 use crate::memlog::NewLogEntry;
+use crate::sessions::NewActiveSession;
 use crate::state::{Generations, State};
 
 /// Direction of a transcript sentence.
@@ -102,6 +103,25 @@ impl Shared {
             changed
         });
         out
+    }
+
+    /// Adds a `/user/active` row at the current sim time; `None` when the table is full.
+    pub(crate) fn open_session(&self, session: NewActiveSession) -> Option<u64> {
+        let now = self.clock.now();
+        self.with_state(|s| {
+            let id = s.active.add(now, session)?;
+            s.gens.active += 1;
+            Some(id)
+        })
+    }
+
+    /// Removes a `/user/active` row; returns it if it existed.
+    pub(crate) fn close_session(&self, id: u64) -> Option<NewActiveSession> {
+        self.with_state(|s| {
+            let row = s.active.remove(id)?;
+            s.gens.active += 1;
+            Some(row.session)
+        })
     }
 
     /// Appends to the memory log at the current sim time; returns the entry's id.

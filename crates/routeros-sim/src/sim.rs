@@ -8,6 +8,7 @@ use crate::clock::SimClock;
 use crate::cmd;
 use crate::config::SimConfig;
 use crate::memlog::{LogEntry, NewLogEntry};
+use crate::sessions::{ActiveSession, NewActiveSession};
 use crate::shared::{Shared, TranscriptEntry};
 use crate::state::{Entry, Family, NewEntry, Rule, Stats, Table, format_id, parse_id};
 use crate::timefmt;
@@ -209,6 +210,74 @@ impl Sim {
                 })
                 .collect()
         })
+    }
+
+    /// Adds a `/user/active` row, e.g. `sim.add_active_session("admin", "192.0.2.10",
+    /// "winbox")` for an admin on winbox, and logs `user admin logged in from 192.0.2.10 via
+    /// winbox` (`system,info,account`) as the router would. Returns its `.id`; refused when the
+    /// table is full (4096 rows).
+    pub fn add_active_session(
+        &self,
+        name: &str,
+        address: &str,
+        via: &str,
+    ) -> Result<String, SimError> {
+        self.push_active_session(NewActiveSession::new(name, address, via))
+    }
+
+    /// Like [`Sim::add_active_session`], with every field.
+    pub fn push_active_session(&self, session: NewActiveSession) -> Result<String, SimError> {
+        let line = NewLogEntry::logged_in(&session.name, &session.address, &session.via);
+        let id = self.shared.open_session(session).ok_or_else(|| SimError {
+            message: "too many active sessions".to_owned(),
+        })?;
+        self.shared.log(line);
+        Ok(format_id(id))
+    }
+
+    /// Ends a `/user/active` session: the user logs out, and
+    /// `user <name> logged out from <address> via <via>` is logged. False if no row has that
+    /// `.id`. Ending an API session this way removes its row only; its connection stays open.
+    pub fn remove_active_session(&self, id: &str) -> bool {
+        let Some(id) = parse_id(id) else {
+            return false;
+        };
+        match self.shared.close_session(id) {
+            Some(s) => {
+                self.shared
+                    .log(NewLogEntry::logged_out(&s.name, &s.address, &s.via));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `/user/active`, in `.id` order (the sim's own API sessions included).
+    pub fn active_sessions(&self) -> Vec<ActiveSession> {
+        let sh = &self.shared;
+        sh.with_state(|s| {
+            s.active
+                .iter()
+                .map(|x| ActiveSession {
+                    id: format_id(x.id),
+                    when: sh.clock.wall(x.at),
+                    name: x.session.name.clone(),
+                    address: x.session.address.clone(),
+                    via: x.session.via.clone(),
+                    group: x.session.group.clone(),
+                    radius: x.session.radius,
+                })
+                .collect()
+        })
+    }
+
+    /// Sets `/system/resource` `total-memory` and `free-memory`, in bytes. `free` is capped at
+    /// `total`.
+    pub fn set_memory(&self, total: u64, free: u64) {
+        self.shared.with_state(|s| {
+            s.memory.total = total;
+            s.memory.free = free.min(total);
+        });
     }
 
     /// Every sentence in and out so far (empty unless

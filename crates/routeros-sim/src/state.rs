@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::memlog::LogBuffer;
 use crate::query::Props;
+use crate::sessions::ActiveSessions;
 use crate::timefmt;
 
 /// Address family: which menu tree (`/ip` or `/ipv6`). The two are separate namespaces even for
@@ -173,6 +174,8 @@ pub(crate) struct Generations {
     pub lists: u64,
     /// The memory log.
     pub log: u64,
+    /// `/user/active`.
+    pub active: u64,
 }
 
 /// All mutable router state, behind the sim's mutex.
@@ -196,6 +199,28 @@ pub(crate) struct State {
     pub log: LogBuffer,
     /// Bumped by every reboot: a connection of an earlier boot logs no logout.
     pub boot_epoch: u64,
+    /// `/user/active`.
+    pub active: ActiveSessions,
+    /// `/system/resource` `total-memory` and `free-memory`, bytes.
+    pub memory: Memory,
+}
+
+/// RAM as `/system/resource` prints it: decimal bytes (MikroTik manual, "REST API" example:
+/// `"free-memory":"1503133696"`, `"total-memory":"2046820352"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Memory {
+    pub total: u64,
+    pub free: u64,
+}
+
+impl Default for Memory {
+    /// 1 GiB with 768 MiB free (an RB5009, the default board).
+    fn default() -> Self {
+        Self {
+            total: 1_073_741_824,
+            free: 805_306_368,
+        }
+    }
 }
 
 impl State {
@@ -213,6 +238,8 @@ impl State {
             gens: Generations::default(),
             log: LogBuffer::new(log_lines),
             boot_epoch: 0,
+            active: ActiveSessions::default(),
+            memory: Memory::default(),
         }
     }
 
@@ -308,6 +335,9 @@ impl State {
         // The memory log is RAM only (MikroTik manual, "Log").
         self.log.clear();
         self.gens.log += 1;
+        // A reboot ends every session.
+        self.active.clear();
+        self.gens.active += 1;
         self.boot_epoch += 1;
         self.boot_at = now;
     }

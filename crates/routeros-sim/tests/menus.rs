@@ -330,3 +330,107 @@ async fn reboot_empties_the_memory_log_without_logging_logouts() {
         )]
     );
 }
+
+// === /user/active ===
+
+#[tokio::test]
+async fn user_active_lists_api_sessions_and_sessions_tests_add() {
+    let cfg = SimConfig::default()
+        .with_user("tikban", "pw")
+        .add_user(User::new("watcher", "pw").with_group("read-only"));
+    let (sim, server) = serve(cfg).await;
+    let mut c = Conn::login_as(&server, "tikban", "pw").await;
+    let winbox = sim
+        .add_active_session("admin", "192.0.2.10", "winbox")
+        .unwrap();
+    let r = c.call(&["/user/active/print"]).await;
+    assert_eq!(kinds(&r), [ReplyKind::Re, ReplyKind::Re, ReplyKind::Done]);
+    assert_eq!(
+        keys(&r[0]),
+        [".id", "when", "name", "address", "via", "group", "radius"]
+    );
+    let row = |r: &routeros_proto::Reply| {
+        ["name", "address", "via", "group", "radius"].map(|k| attr(r, k).to_owned())
+    };
+    assert_eq!(row(&r[0]), ["tikban", "127.0.0.1", "api", "full", "false"]);
+    assert_eq!(
+        row(&r[1]),
+        ["admin", "192.0.2.10", "winbox", "full", "false"]
+    );
+    assert_eq!(attr(&r[1], ".id"), winbox);
+    assert!(is_iso_date_time(attr(&r[0], "when")), "{r:?}");
+    // Adding and removing a session logs the login and logout, as a router would.
+    assert!(sim.remove_active_session(&winbox));
+    assert!(!sim.remove_active_session(&winbox));
+    let messages: Vec<String> = sim.logs().into_iter().map(|l| l.message).collect();
+    assert!(messages.ends_with(&[
+        "user admin logged in from 192.0.2.10 via winbox".to_owned(),
+        "user admin logged out from 192.0.2.10 via winbox".to_owned(),
+    ]));
+
+    // A second API session shows its user's group; its end removes its row (a `.dead` row on a
+    // follow-only stream is the signal).
+    c.send(&["/user/active/print", "=follow-only=", ".tag=u"])
+        .await;
+    c.sync().await;
+    let w = Conn::login_as(&server, "watcher", "pw").await;
+    let r = c.recv().await;
+    assert_eq!(
+        (attr(&r, "name"), attr(&r, "group"), attr(&r, "via")),
+        ("watcher", "read-only", "api")
+    );
+    let id = attr(&r, ".id").to_owned();
+    drop(w);
+    let r = c.recv().await;
+    assert_eq!((attr(&r, ".id"), attr(&r, ".dead")), (id.as_str(), "true"));
+    assert_eq!(sim.active_sessions().len(), 1);
+}
+
+#[tokio::test]
+async fn user_active_print_needs_read_and_has_only_print() {
+    let cfg = SimConfig::default().add_user(User::new("apionly", "pw").with_policies("api"));
+    let (_sim, server) = serve(cfg).await;
+    let mut c = Conn::admin(&server).await;
+    assert_trap(
+        &c.call(&["/user/active/request-logout", "=numbers=*1"])
+            .await,
+        "no such command",
+    );
+    let mut c = Conn::login_as(&server, "apionly", "pw").await;
+    assert_trap(
+        &c.call(&["/user/active/print"]).await,
+        "not enough permissions (9)",
+    );
+}
+
+// === /system/resource ===
+
+#[tokio::test]
+async fn system_resource_memory_is_in_bytes_and_settable() {
+    let (sim, server) = serve(SimConfig::default()).await;
+    let mut c = Conn::admin(&server).await;
+    let q = [
+        "/system/resource/print",
+        "=.proplist=total-memory,free-memory,uptime",
+    ];
+    let r = c.call(&q).await;
+    assert_eq!(
+        (attr(&r[0], "total-memory"), attr(&r[0], "free-memory")),
+        ("1073741824", "805306368")
+    );
+    sim.set_memory(268_435_456, 1_048_576);
+    let r = c.call(&q).await;
+    assert_eq!(
+        (attr(&r[0], "total-memory"), attr(&r[0], "free-memory")),
+        ("268435456", "1048576")
+    );
+    // The other fields stay.
+    assert!(r[0].attributes.get_str("uptime").is_some());
+    sim.set_memory(100, 200);
+    let r = c.call(&q).await;
+    assert_eq!(
+        attr(&r[0], "free-memory"),
+        "100",
+        "free never exceeds total"
+    );
+}

@@ -25,6 +25,7 @@ use routeros_proto::login::legacy_response;
 use super::{Outcome, Replier, Session, Trap, attr};
 use crate::config::User;
 use crate::memlog::NewLogEntry;
+use crate::sessions::NewActiveSession;
 use crate::shared::Shared;
 
 /// The `via` of API sessions in log lines. A login over api-ssl may say otherwise on a router:
@@ -38,14 +39,20 @@ pub(crate) struct LoginRecord {
     pub peer: IpAddr,
     /// [`State::boot_epoch`](crate::state::State) at login.
     pub epoch: u64,
+    /// Its `/user/active` row (`None` if that table was full).
+    pub active: Option<u64>,
 }
 
-/// The connection of `rec` ended: log the logout, unless the router rebooted since (the log of
-/// the earlier boot is gone, and with it any reason to log).
+/// The connection of `rec` ended: drop its `/user/active` row and log the logout, unless the
+/// router rebooted since (the reboot ended the session and emptied the log).
 pub(crate) fn logout(shared: &Shared, rec: &LoginRecord) {
-    if shared.with_state(|s| s.boot_epoch) == rec.epoch {
-        shared.log(NewLogEntry::logged_out(&rec.user, rec.peer, VIA));
+    if shared.with_state(|s| s.boot_epoch) != rec.epoch {
+        return;
     }
+    if let Some(id) = rec.active {
+        shared.close_session(id);
+    }
+    shared.log(NewLogEntry::logged_out(&rec.user, rec.peer, VIA));
 }
 
 pub(crate) fn run(shared: &Shared, session: &mut Session, req: &Request, r: &Replier) -> Outcome {
@@ -112,10 +119,13 @@ fn finish(
             });
             if let Some(peer) = peer {
                 shared.log(NewLogEntry::logged_in(&u.name, peer, VIA));
+                let row =
+                    NewActiveSession::new(&u.name, &peer.to_string(), VIA).with_group(&u.group);
                 session.login = Some(LoginRecord {
                     user: u.name.clone(),
                     peer,
                     epoch,
+                    active: shared.open_session(row),
                 });
             }
             session.user = Some(u);

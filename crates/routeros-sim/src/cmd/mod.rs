@@ -1,7 +1,7 @@
 //! Command dispatch: one [`Request`] in, an [`Outcome`] (reply sentences) out.
 //!
 //! One file per menu (mini-redis `cmd/`, style.md #13): [`login`], [`address_list`], [`rules`],
-//! [`system`], [`script`], [`log`]; [`print`] holds the shared `print` options (`.proplist`,
+//! [`system`], [`script`], [`log`], [`user`]; [`print`] holds the shared `print` options (`.proplist`,
 //! queries, `count-only`, `!empty`) and the streams (`follow`, `follow-only`). Everything here is synchronous and runs under the state lock; the
 //! async parts (cost, latency, cancel, streaming) live in `server.rs`.
 //!
@@ -15,6 +15,7 @@ pub(crate) mod print;
 pub(crate) mod rules;
 pub(crate) mod script;
 pub(crate) mod system;
+pub(crate) mod user;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -173,6 +174,7 @@ pub(crate) enum Menu {
     Script,
     File,
     Log,
+    UserActive,
 }
 
 const MENUS: &[(&str, Menu)] = &[
@@ -193,6 +195,7 @@ const MENUS: &[(&str, Menu)] = &[
     ("/system/script", Menu::Script),
     ("/file", Menu::File),
     ("/log", Menu::Log),
+    ("/user/active", Menu::UserActive),
 ];
 
 /// Verbs that change configuration or state: they need the `write` policy and pay the
@@ -278,6 +281,7 @@ pub(crate) fn execute(shared: &Shared, session: &mut Session, req: &Request) -> 
         Menu::Script => script::script(shared, verb, req, &r),
         Menu::File => script::file(shared, verb, req, &r),
         Menu::Log => log::run(shared, verb, req, &r),
+        Menu::UserActive => user::active(shared, verb, req, &r),
     };
     match result {
         Ok(outcome) => outcome,

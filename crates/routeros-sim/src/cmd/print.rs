@@ -91,6 +91,8 @@ pub(crate) enum Source {
     AddressList(Family),
     /// `/log`: new entries only, in order.
     Log,
+    /// `/user/active`.
+    UserActive,
 }
 
 impl Source {
@@ -98,7 +100,7 @@ impl Source {
     fn volatile(self) -> &'static [&'static str] {
         match self {
             Source::AddressList(_) => &["timeout"],
-            Source::Log => &[],
+            Source::Log | Source::UserActive => &[],
         }
     }
 }
@@ -137,7 +139,7 @@ impl Stream {
             } else {
                 shared.with_state(|s| s.log.last_id())
             }),
-            Source::AddressList(_) => Cursor::Table(HashMap::new()),
+            Source::AddressList(_) | Source::UserActive => Cursor::Table(HashMap::new()),
         };
         let mut stream = Stream {
             source,
@@ -155,6 +157,7 @@ impl Stream {
         match self.source {
             Source::AddressList(_) => old.lists != new.lists,
             Source::Log => old.log != new.log,
+            Source::UserActive => old.active != new.active,
         }
     }
 
@@ -162,7 +165,7 @@ impl Stream {
     pub(crate) fn next_deadline(&self, shared: &Shared) -> Option<Duration> {
         match self.source {
             Source::AddressList(_) => shared.with_state(|s| s.next_expiry()),
-            Source::Log => None,
+            Source::Log | Source::UserActive => None,
         }
     }
 
@@ -185,6 +188,7 @@ impl Stream {
             Cursor::Table(seen) => {
                 let current = match source {
                     Source::AddressList(family) => super::address_list::snapshot(shared, family),
+                    Source::UserActive => super::user::rows(shared),
                     Source::Log => Vec::new(),
                 };
                 diff(seen, current, source.volatile(), &self.opts, &self.replier)

@@ -25,14 +25,15 @@ pub(crate) fn resource(
     } else {
         timefmt::format_v6(uptime)
     };
+    let memory = shared.with_state(|s| s.memory);
     let p = |k: &str, v: &str| (k.to_owned(), v.to_owned());
     let item: Props = vec![
         p("uptime", &uptime),
         p("version", &format!("{} (stable)", cfg.version)),
         p("build-time", "2025-01-01 00:00:00"),
         p("factory-software", "7.0"),
-        p("free-memory", "805306368"),
-        p("total-memory", "1073741824"),
+        p("free-memory", &memory.free.to_string()),
+        p("total-memory", &memory.total.to_string()),
         p("cpu", "ARM64"),
         p("cpu-count", "4"),
         p("cpu-frequency", "1400"),
