@@ -230,6 +230,12 @@ impl Version {
         self < Version(6, 43, 0)
     }
 
+    /// The challenge answer (`=response=`) logs in before 6.45.1 ("removed insecure password
+    /// storage"; see `cmd::login`).
+    pub(crate) fn accepts_challenge_response(self) -> bool {
+        self < Version(6, 45, 1)
+    }
+
     /// v7 prints `23h59m55s`, v6 `23:59:55` (§7).
     pub(crate) fn v7_durations(self) -> bool {
         self >= Version(7, 0, 0)

@@ -176,6 +176,10 @@ pub(crate) struct Generations {
     pub log: u64,
     /// `/user/active`.
     pub active: u64,
+    /// Firewall rules (all tables).
+    pub rules: u64,
+    /// `/system/script`.
+    pub scripts: u64,
 }
 
 /// All mutable router state, behind the sim's mutex.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use routeros_proto::ReplyKind;
-use routeros_sim::{LogTimeFormat, NewLogEntry, SimConfig, User};
+use routeros_sim::{Family, LogTimeFormat, NewEntry, NewLogEntry, SimConfig, Table, User};
 
 const FAILURE: &str = "system,error,critical";
 const ACCOUNT: &str = "system,info,account";
@@ -433,4 +433,141 @@ async fn system_resource_memory_is_in_bytes_and_settable() {
         "100",
         "free never exceeds total"
     );
+}
+
+// === listen (§5) ===
+
+#[tokio::test]
+async fn listen_on_an_address_list_streams_adds_changes_and_deletions() {
+    let (sim, server) = serve(SimConfig::default().with_manual_clock()).await;
+    sim.insert_entry(Family::V4, NewEntry::new("old", "192.0.2.99"))
+        .unwrap();
+    let mut l = Conn::admin(&server).await;
+    l.send(&[&format!("{AL}/listen"), ".tag=10"]).await;
+    l.sync().await;
+    let mut c = Conn::admin(&server).await;
+    let r = c
+        .call(&[
+            &format!("{AL}/add"),
+            "=list=l",
+            "=address=192.0.2.1",
+            "=timeout=1h",
+        ])
+        .await;
+    let id = attr(&r[0], "ret").to_owned();
+    // Only the change: the entry that existed before is not sent.
+    let r = l.recv().await;
+    assert_eq!((r.kind, r.tag_str()), (ReplyKind::Re, Some("10")));
+    assert_eq!(
+        (attr(&r, ".id"), attr(&r, "list"), attr(&r, "address")),
+        (id.as_str(), "l", "192.0.2.1")
+    );
+    c.call(&[&format!("{AL}/set"), &format!("=.id={id}"), "=comment=x"])
+        .await;
+    let r = l.recv().await;
+    assert_eq!((attr(&r, ".id"), attr(&r, "comment")), (id.as_str(), "x"));
+    // Expiry is a deletion too, noticed when the clock moves (no other change needed).
+    sim.clock().advance(Duration::from_secs(3_601));
+    let r = l.recv().await;
+    assert_eq!(
+        words(&r),
+        ["!re", &format!("=.id={id}"), "=.dead=true", ".tag=10"]
+    );
+    c.call(&[&format!("{AL}/remove"), "=.id=*1"]).await;
+    let r = l.recv().await;
+    assert_eq!((attr(&r, ".id"), attr(&r, ".dead")), ("*1", "true"));
+
+    l.send(&["/cancel", "=tag=10", ".tag=20"]).await;
+    let mut tagged = Vec::new();
+    while tagged.len() < 3 {
+        let r = l.recv().await;
+        if r.tag_str() == Some("10") {
+            tagged.push((r.kind, r.category()));
+        }
+    }
+    assert_eq!(
+        tagged,
+        [
+            (ReplyKind::Trap, Some(2)),
+            (ReplyKind::Empty, None),
+            (ReplyKind::Done, None)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn listen_works_on_rules_scripts_and_user_active_and_refuses_unknown_args() {
+    let (sim, server) = serve(SimConfig::default()).await;
+    let mut l = Conn::admin(&server).await;
+    l.send(&["/ip/firewall/raw/listen", ".tag=r"]).await;
+    l.send(&["/system/script/listen", ".tag=s"]).await;
+    l.send(&["/user/active/listen", "=.proplist=name,via", ".tag=u"])
+        .await;
+    l.sync().await;
+    let rule = sim
+        .add_rule(
+            Family::V4,
+            Table::Raw,
+            &[("chain", "prerouting"), ("action", "drop")],
+        )
+        .unwrap();
+    let r = l.recv().await;
+    assert_eq!((r.tag_str(), attr(&r, ".id")), (Some("r"), rule.as_str()));
+    // Counters moving alone is not a change.
+    assert!(sim.set_rule_counters(&rule, 10, 1));
+    sim.add_active_session("admin", "192.0.2.10", "winbox")
+        .unwrap();
+    let r = l.recv().await;
+    assert_eq!(words(&r), ["!re", "=name=admin", "=via=winbox", ".tag=u"]);
+    let mut c = Conn::admin(&server).await;
+    let r = l.recv().await;
+    assert_eq!((r.tag_str(), attr(&r, "via")), (Some("u"), "api"));
+    c.call(&["/system/script/add", "=name=bulk", "=source=:put 1"])
+        .await;
+    let r = l.recv().await;
+    assert_eq!((r.tag_str(), attr(&r, "name")), (Some("s"), "bulk"));
+
+    assert_trap(
+        &c.call(&[&format!("{AL}/listen"), "=follow="]).await,
+        "unknown parameter follow",
+    );
+    assert_trap(
+        &c.call(&["/system/resource/listen"]).await,
+        "no such command",
+    );
+}
+
+// === bare /login (§4) ===
+
+#[tokio::test]
+async fn bare_login_gets_a_challenge_on_6_43_and_later_whose_answer_fails_from_6_45_1() {
+    for (version, answer_logs_in) in [("6.44.6", true), ("6.47.6", false), ("7.20.1", false)] {
+        let (_sim, server) = serve(
+            SimConfig::default()
+                .with_user("admin", "pw")
+                .with_version(version),
+        )
+        .await;
+        let mut c = Conn::open(&server).await;
+        let r = c.call(&["/login"]).await;
+        assert_eq!(kinds(&r), [ReplyKind::Done], "{version}");
+        let challenge = attr(&r[0], "ret").to_owned();
+        assert_eq!(challenge.len(), 32, "{version}");
+        assert!(challenge.bytes().all(|b| b.is_ascii_hexdigit()));
+        let response = routeros_proto::login::legacy_response(challenge.as_bytes(), b"pw").unwrap();
+        let r = c
+            .call(&["/login", "=name=admin", &format!("=response={response}")])
+            .await;
+        if answer_logs_in {
+            assert_eq!(kinds(&r), [ReplyKind::Done], "{version}");
+        } else {
+            assert_trap(&r, "invalid user name or password (6)");
+            assert!(c.closed_within(Duration::from_secs(2)).await);
+        }
+        // The plain login works whatever came before it.
+        let mut c = Conn::open(&server).await;
+        c.call(&["/login"]).await;
+        let r = c.call(&["/login", "=name=admin", "=password=pw"]).await;
+        assert_eq!(kinds(&r), [ReplyKind::Done], "{version}");
+    }
 }

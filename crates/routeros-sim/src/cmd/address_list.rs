@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use routeros_proto::{Request, category};
 
-use super::print::{PrintOpts, Source, Stream, one_shot};
+use super::print::{PrintOpts, Source, Stream, listen, one_shot};
 use super::{Outcome, Replier, Trap, attr, check_params, ids};
 use crate::normalize::normalize;
 use crate::query::Props;
@@ -31,6 +31,7 @@ pub(crate) fn run(
     match verb {
         "add" => add(shared, family, req, r),
         "print" | "getall" => print(shared, family, req, r),
+        "listen" => listen(shared, Source::AddressList(family), req, r),
         "set" => set(shared, family, req, r),
         "remove" => remove(shared, family, req, r),
         _ => Err(Trap::new(Some(category::MISSING_ITEM), "no such command")),

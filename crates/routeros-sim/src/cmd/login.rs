@@ -7,6 +7,9 @@
 //!   socket state is **unverified**).
 //! - Before 6.43: any `/login` without `=response=` → `!done =ret=<hex challenge>`; then
 //!   `=name= =response=` is checked with [`legacy_response`]; a bad one traps `cannot log in`.
+//! - 6.43 and later still answer a bare `/login` (no name, password or response) with a
+//!   challenge; the answer logs in before 6.45.1 and fails with `invalid user name or password
+//!   (6)` from 6.45.1 (see [`run`] for the sources).
 //!
 //! A user without the `api` policy fails like a bad password (**unverified**).
 //!
@@ -57,21 +60,17 @@ pub(crate) fn logout(shared: &Shared, rec: &LoginRecord) {
 
 pub(crate) fn run(shared: &Shared, session: &mut Session, req: &Request, r: &Replier) -> Outcome {
     let name = attr(req, "name");
-    if shared.version.legacy_login() {
-        let Some(response) = attr(req, "response") else {
-            let mut raw = [0u8; 16];
-            rand::thread_rng().fill_bytes(&mut raw);
-            let challenge = hex::encode(raw);
-            session.challenge = Some(challenge.clone());
-            return Outcome::Reply(vec![r.done_ret(&challenge)]);
+    let response = attr(req, "response");
+    let version = shared.version;
+    if version.legacy_login() {
+        // Before 6.43 every `/login` without `=response=` gets a challenge, whatever else it
+        // carries ("older versions simply ignore the additional arguments and send back the
+        // challenge", astounding/mtik PR 9).
+        let Some(response) = response else {
+            return challenge(session, r);
         };
         let user = name.as_deref().and_then(|n| find(shared, n));
-        let ok = match (&user, session.challenge.take()) {
-            (Some(u), Some(ch)) => {
-                legacy_response(ch.as_bytes(), u.password.as_bytes()).ok() == Some(response)
-            }
-            _ => false,
-        };
+        let ok = response_matches(session, user.as_ref(), &response);
         let name = name.unwrap_or_default();
         return finish(
             shared,
@@ -82,18 +81,60 @@ pub(crate) fn run(shared: &Shared, session: &mut Session, req: &Request, r: &Rep
             r,
         );
     }
-    let user = match (name.as_deref(), req.attributes.get("password")) {
-        (Some(n), Some(p)) => find(shared, n).filter(|u| u.password.as_bytes() == p),
-        _ => None,
+    let failure = "invalid user name or password (6)";
+    let password = req.attributes.get("password");
+    // 6.43+ still answers a bare `/login` with a challenge: `!done =ret=<32 hex>` on 6.47.6
+    // (BenMenking/routeros-api issue 52) and 6.49.14 (akpw/mktxp issue 131). v7 is assumed to do
+    // the same (**unverified**).
+    if name.is_none() && password.is_none() && response.is_none() {
+        return challenge(session, r);
+    }
+    let user = name.as_deref().and_then(|n| find(shared, n));
+    let user = match (response, password) {
+        // The challenge answer keeps working on 6.43 release candidates (6.43rc32:
+        // socialwifi/RouterOS-api issue 29; 6.43rc56: astounding/mtik PR 9) until 6.45.1
+        // "removed insecure password storage" (changelog quoted in nshttpd/mikrotik-exporter
+        // issue 36); from then on it fails like a bad password (6.47.6 and 6.49.14 traces above).
+        (Some(response), _) => {
+            let ok = response_matches(session, user.as_ref(), &response)
+                && version.accepts_challenge_response();
+            user.filter(|_| ok)
+        }
+        (None, Some(p)) => user.filter(|u| u.password.as_bytes() == p),
+        (None, None) => None,
     };
     finish(
         shared,
         session,
         name.as_deref().unwrap_or_default(),
         user,
-        "invalid user name or password (6)",
+        failure,
         r,
     )
+}
+
+/// `!done =ret=<challenge>`: 16 random bytes as 32 lower-case hex digits (librouteros
+/// `docs/api_analysis.rst`; `=ret=ee8d06ab50d811c5585b85ed6680f813` in the 6.47.6 trace).
+fn challenge(session: &mut Session, r: &Replier) -> Outcome {
+    let mut raw = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let challenge = hex::encode(raw);
+    session.challenge = Some(challenge.clone());
+    Outcome::Reply(vec![r.done_ret(&challenge)])
+}
+
+/// True if `response` answers this session's challenge for `user` (§4). The challenge is used
+/// up either way: it is good for one answer.
+fn response_matches(session: &mut Session, user: Option<&User>, response: &str) -> bool {
+    match (session.challenge.take(), user) {
+        (Some(ch), Some(u)) => {
+            legacy_response(ch.as_bytes(), u.password.as_bytes())
+                .ok()
+                .as_deref()
+                == Some(response)
+        }
+        _ => false,
+    }
 }
 
 fn find(shared: &Shared, name: &str) -> Option<User> {

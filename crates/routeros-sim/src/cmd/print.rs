@@ -8,7 +8,7 @@ use routeros_proto::{Query, Request, Sentence, category};
 use super::{PRINT_PARAMS, Replier, Trap, check_params};
 use crate::query::{self, Props};
 use crate::shared::Shared;
-use crate::state::{Family, Generations};
+use crate::state::{Family, Generations, Table};
 
 /// Parsed `print` options.
 #[derive(Debug, Clone)]
@@ -93,6 +93,10 @@ pub(crate) enum Source {
     Log,
     /// `/user/active`.
     UserActive,
+    /// `/ip|ipv6/firewall/filter|raw`.
+    Rules(Family, Table),
+    /// `/system/script`.
+    Scripts,
 }
 
 impl Source {
@@ -100,7 +104,9 @@ impl Source {
     fn volatile(self) -> &'static [&'static str] {
         match self {
             Source::AddressList(_) => &["timeout"],
-            Source::Log | Source::UserActive => &[],
+            // Traffic moves the counters all the time; a listener is told about rule changes.
+            Source::Rules(..) => &["bytes", "packets"],
+            Source::Log | Source::UserActive | Source::Scripts => &[],
         }
     }
 }
@@ -139,7 +145,9 @@ impl Stream {
             } else {
                 shared.with_state(|s| s.log.last_id())
             }),
-            Source::AddressList(_) | Source::UserActive => Cursor::Table(HashMap::new()),
+            Source::AddressList(_) | Source::UserActive | Source::Rules(..) | Source::Scripts => {
+                Cursor::Table(HashMap::new())
+            }
         };
         let mut stream = Stream {
             source,
@@ -158,6 +166,8 @@ impl Stream {
             Source::AddressList(_) => old.lists != new.lists,
             Source::Log => old.log != new.log,
             Source::UserActive => old.active != new.active,
+            Source::Rules(..) => old.rules != new.rules,
+            Source::Scripts => old.scripts != new.scripts,
         }
     }
 
@@ -165,7 +175,7 @@ impl Stream {
     pub(crate) fn next_deadline(&self, shared: &Shared) -> Option<Duration> {
         match self.source {
             Source::AddressList(_) => shared.with_state(|s| s.next_expiry()),
-            Source::Log | Source::UserActive => None,
+            Source::Log | Source::UserActive | Source::Rules(..) | Source::Scripts => None,
         }
     }
 
@@ -189,12 +199,30 @@ impl Stream {
                 let current = match source {
                     Source::AddressList(family) => super::address_list::snapshot(shared, family),
                     Source::UserActive => super::user::rows(shared),
+                    Source::Rules(family, table) => super::rules::rows(shared, family, table),
+                    Source::Scripts => super::script::rows(shared),
                     Source::Log => Vec::new(),
                 };
                 diff(seen, current, source.volatile(), &self.opts, &self.replier)
             }
         }
     }
+}
+
+/// `listen` on a menu: streams each change as `!re` (`=.dead=true` for a removed item) and never
+/// ends by itself (§5, [API]); after `/cancel` it ends like a print stream (librouteros
+/// `docs/api_analysis.rst`, "Canceling listen"). It sends nothing about the items that exist
+/// when it starts. `.proplist` and queries filter it as they filter `print` (**unverified**: the
+/// recorded listen has neither); any other parameter traps.
+pub(crate) fn listen(
+    shared: &Shared,
+    source: Source,
+    req: &Request,
+    r: &Replier,
+) -> Result<super::Outcome, Trap> {
+    let opts = PrintOpts::parse_with(req, &[".proplist"])?;
+    let (stream, first) = Stream::start(shared, source, opts, r.clone(), false);
+    Ok(super::Outcome::Follow(stream, first))
 }
 
 /// The rows that bring a client that saw `seen` up to `current`; updates `seen`.

@@ -6,7 +6,7 @@
 
 use routeros_proto::{Request, category};
 
-use super::print::{PrintOpts, one_shot};
+use super::print::{PrintOpts, Source, listen, one_shot};
 use super::{Outcome, Replier, Trap, attr, check_params, ids};
 use crate::query::Props;
 use crate::shared::Shared;
@@ -79,15 +79,13 @@ pub(crate) fn run(
     match verb {
         "print" | "getall" => {
             let opts = PrintOpts::parse(req)?;
-            let items: Vec<Props> = shared.with_state(|s| {
-                s.rules
-                    .iter()
-                    .filter(|x| x.family == family && x.table == table)
-                    .map(rule_props)
-                    .collect()
-            });
+            let items: Vec<Props> = rows(shared, family, table)
+                .into_iter()
+                .map(|(_, p)| p)
+                .collect();
             Ok(Outcome::Reply(one_shot(shared, &opts, &items, r)))
         }
+        "listen" => listen(shared, Source::Rules(family, table), req, r),
         "add" => {
             let mut allowed = RULE_PARAMS.to_vec();
             allowed.push("place-before");
@@ -100,6 +98,7 @@ pub(crate) fn run(
             let id = shared.with_state(|s| {
                 let id = add_rule(s, family, table, attrs, disabled.unwrap_or(false), before)?;
                 s.persistent_writes += 1;
+                s.gens.rules += 1;
                 Ok::<_, Trap>(id)
             })?;
             Ok(Outcome::Reply(vec![r.done_ret(&format_id(id))]))
@@ -127,6 +126,7 @@ pub(crate) fn run(
                     }
                 }
                 s.persistent_writes += 1;
+                s.gens.rules += 1;
                 Ok(())
             })?;
             Ok(Outcome::Reply(vec![r.done()]))
@@ -138,6 +138,7 @@ pub(crate) fn run(
                 positions(s, family, table, &ids)?;
                 s.rules.retain(|x| !ids.contains(&x.id));
                 s.persistent_writes += 1;
+                s.gens.rules += 1;
                 Ok(())
             })?;
             Ok(Outcome::Reply(vec![r.done()]))
@@ -165,6 +166,7 @@ pub(crate) fn run(
                     s.rules.insert(at + n, rule);
                 }
                 s.persistent_writes += 1;
+                s.gens.rules += 1;
                 Ok(())
             })?;
             Ok(Outcome::Reply(vec![r.done()]))
@@ -192,6 +194,17 @@ pub(crate) fn run(
     }
 }
 
+/// The rules of one table as print rows, in order.
+pub(crate) fn rows(shared: &Shared, family: Family, table: Table) -> Vec<(u64, Props)> {
+    shared.with_state(|s| {
+        s.rules
+            .iter()
+            .filter(|x| x.family == family && x.table == table)
+            .map(|x| (x.id, rule_props(x)))
+            .collect()
+    })
+}
+
 /// Inserts a rule (also used by [`Sim::add_rule`](crate::Sim::add_rule)).
 pub(crate) fn add_rule(
     s: &mut State,
@@ -214,6 +227,7 @@ pub(crate) fn add_rule(
         None => s.rules.len(),
     };
     let id = s.alloc_id();
+    s.gens.rules += 1;
     s.rules.insert(
         at,
         StoredRule {

@@ -3,7 +3,7 @@
 
 use routeros_proto::{Request, category};
 
-use super::print::{PrintOpts, one_shot};
+use super::print::{PrintOpts, Source, listen, one_shot};
 use super::{Outcome, Replier, Trap, attr, check_params, ids};
 use crate::query::Props;
 use crate::shared::Shared;
@@ -33,6 +33,7 @@ pub(crate) fn script(
                 let name = attr(req, "name").unwrap_or_else(|| format!("script{id}"));
                 s.scripts.push(Script { id, name, source });
                 s.persistent_writes += 1;
+                s.gens.scripts += 1;
                 id
             });
             Ok(Outcome::Reply(vec![r.done_ret(&format_id(id))]))
@@ -46,28 +47,36 @@ pub(crate) fn script(
                 }
                 s.scripts.retain(|x| !ids.contains(&x.id));
                 s.persistent_writes += 1;
+                s.gens.scripts += 1;
                 Ok(())
             })?;
             Ok(Outcome::Reply(vec![r.done()]))
         }
         "print" | "getall" => {
             let opts = PrintOpts::parse(req)?;
-            let items: Vec<Props> = shared.with_state(|s| {
-                s.scripts
-                    .iter()
-                    .map(|x| {
-                        vec![
-                            (".id".into(), format_id(x.id)),
-                            ("name".into(), x.name.clone()),
-                            ("source".into(), x.source.clone()),
-                        ]
-                    })
-                    .collect()
-            });
+            let items: Vec<Props> = rows(shared).into_iter().map(|(_, p)| p).collect();
             Ok(Outcome::Reply(one_shot(shared, &opts, &items, r)))
         }
+        "listen" => listen(shared, Source::Scripts, req, r),
         _ => Err(Trap::new(Some(category::MISSING_ITEM), "no such command")),
     }
+}
+
+/// `/system/script` entries as print rows.
+pub(crate) fn rows(shared: &Shared) -> Vec<(u64, Props)> {
+    shared.with_state(|s| {
+        s.scripts
+            .iter()
+            .map(|x| {
+                let props = vec![
+                    (".id".into(), format_id(x.id)),
+                    ("name".into(), x.name.clone()),
+                    ("source".into(), x.source.clone()),
+                ];
+                (x.id, props)
+            })
+            .collect()
+    })
 }
 
 pub(crate) fn file(

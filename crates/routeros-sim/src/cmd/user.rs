@@ -1,9 +1,9 @@
-//! `/user/active`: who is logged in ([`crate::sessions`]). `print` only: the console's
+//! `/user/active`: who is logged in ([`crate::sessions`]). `print` and `listen` only: the console's
 //! `request-logout` (7.23 and before) and `remove` (7.24) are not modelled.
 
 use routeros_proto::{Request, category};
 
-use super::print::{PrintOpts, Source, Stream, one_shot};
+use super::print::{PrintOpts, Source, Stream, listen, one_shot};
 use super::{Outcome, Replier, Trap};
 use crate::query::Props;
 use crate::sessions::StoredSession;
@@ -17,6 +17,9 @@ pub(crate) fn active(
     req: &Request,
     r: &Replier,
 ) -> Result<Outcome, Trap> {
+    if verb == "listen" {
+        return listen(shared, Source::UserActive, req, r);
+    }
     if !matches!(verb, "print" | "getall") {
         return Err(Trap::new(Some(category::MISSING_ITEM), "no such command"));
     }
