@@ -1,11 +1,13 @@
 # tikban-setup.rsc: run tikban, the CrowdSec bouncer, as a container on this router.
 #
-# 1. Upload dist/tikban-<version>-<arch>.tar (Files, or scp) and this script.
+# 1. Upload dist/tikban-<version>-<arch>.tar (Files, or scp) and this script; or, to pull the
+#    image from a registry instead, set remoteImage below and /container/config registry-url=.
 # 2. Fill in the three CHANGE-ME values below.
 # 3. /import tikban-setup.rsc
 #
 # Needs RouterOS 7 with the container package and /system/device-mode container=yes
-# (docs/packaging.md). Importing again changes nothing. Everything created carries a comment
+# (docs/packaging.md). Checked against the command trees of RouterOS 7.15.3 to 7.24
+# (tests/rsc_schema.rs). Importing again changes nothing. Everything created carries a comment
 # starting with "tikban-setup"; tikban-remove.rsc removes exactly that.
 #
 # The whole script is one block: an imported file gives every top-level line its own scope,
@@ -25,8 +27,11 @@
 # --- defaults that usually fit ---
 # The uploaded image tar. Empty: the one file named tikban-*.tar (any disk).
 :local tarFile ""
+# Or the image in a registry, e.g. "ghcr.io/tikban/tikban:0.1.0" (docs/packaging.md); then no
+# tar is needed, and /container/config registry-url= must point at the registry.
+:local remoteImage ""
 # Where the container's root filesystem is extracted. On devices with a USB disk prefer it,
-# e.g. "usb1/tikban-root" (routeros-containers.md section 4.4).
+# e.g. "usb1/tikban-root" (docs/reference/routeros-containers.md §4.4).
 :local rootDir "tikban-root"
 # Container network: a subnet private to this router, the container's address in it, and the
 # router's (gateway) address, which tikban uses to reach the API.
@@ -55,33 +60,32 @@
 :if (($lapiUrl = "CHANGE-ME") || ($lapiKey = "CHANGE-ME") || ($apiPassword = "CHANGE-ME")) do={
     :error "tikban-setup: fill in lapiUrl, lapiKey and apiPassword at the top of the script"
 }
-:if ([:len [/file/find where name=$tarFile]] = 0) do={
-    :local tars [/file/find where name~"tikban-[^/]*\\.tar\$"]
-    :if ([:len $tars] != 1) do={
-        :error ("tikban-setup: upload exactly one tikban-*.tar or set tarFile (found " . [:len $tars] . ")")
+:if ([:len $remoteImage] = 0) do={
+    :if ([:len [/file/find where name=$tarFile]] = 0) do={
+        :local tars [/file/find where name~"tikban-[^/]*\\.tar\$"]
+        :if ([:len $tars] != 1) do={
+            :error ("tikban-setup: upload exactly one tikban-*.tar or set tarFile (found " . [:len $tars] . ")")
+        }
+        :set tarFile [/file/get [:pick $tars 0] name]
     }
-    :set tarFile [/file/get [:pick $tars 0] name]
+    :put ("tikban-setup: image " . $tarFile)
+} else={
+    :put ("tikban-setup: image " . $remoteImage . " from the registry")
 }
-:put ("tikban-setup: image " . $tarFile)
 
-# RouterOS 7.20 renamed the env-list properties: /container/envs name= became list=, and
-# /container envlist= became envlists= (routeros-containers.md section 2, property renames).
+# The version switch: $rosVer is major * 100 + minor of the running release (720 for 7.20.8).
+# Commands that differ between releases are parsed from literal strings inside
+# `:if ($rosVer >= N) do={…} else={…}`: written out, a property the running release lacks would
+# fail the whole import. tests/rsc_schema.rs checks each branch against the releases that take it.
 :local ver [/system/resource/get version]
 :local dot [:find $ver "."]
-:local major [:tonum [:pick $ver 0 $dot]]
 :local minorText ""
 :local i ($dot + 1)
 :while (($i < [:len $ver]) && ([:pick $ver $i] ~ "[0-9]")) do={
     :set minorText ($minorText . [:pick $ver $i])
     :set i ($i + 1)
 }
-:local minor [:tonum $minorText]
-:local listProp "name"
-:local envlistProp "envlist"
-:if (($major > 7) || (($major = 7) && ($minor >= 20))) do={
-    :set listProp "list"
-    :set envlistProp "envlists"
-}
+:local rosVer ([:tonum [:pick $ver 0 $dot]] * 100 + [:tonum $minorText])
 
 :local prefixLen [:pick $containerSubnet ([:find $containerSubnet "/"] + 1) [:len $containerSubnet]]
 
@@ -113,8 +117,9 @@
 # ==== router API access ========================================================================
 
 # A group with exactly api,read,write: print needs read, add/remove/set need write
-# (routeros-containers.md section 5.4). The global api service stays as it is: restricting it
-# would lock out other API users. The user itself only logs in from the container's /32.
+# (docs/reference/routeros-containers.md §5.4). The global api service stays as it is:
+# restricting it would lock out other API users. The user itself only logs in from the
+# container's /32.
 :if ([:len [/user/group/find where name=$apiUser]] = 0) do={
     /user/group/add name=$apiUser policy=api,read,write comment="tikban-setup: API group"
 }
@@ -128,7 +133,8 @@
 }
 
 # The container's API traffic enters the input chain, which the default firewall drops unless it
-# comes from the LAN list: accept it before every other rule (routeros-containers.md 5.2).
+# comes from the LAN list: accept it before every other rule
+# (docs/reference/routeros-containers.md §5.2).
 :if ([:len [/ip/firewall/filter/find where comment="tikban-setup: container to router API"]] = 0) do={
     :local first [/ip/firewall/filter/find where dynamic=no]
     :if ([:len $first] > 0) do={
@@ -146,7 +152,7 @@
 # ==== drop rules ===============================================================================
 
 # raw prerouting runs before connection tracking: the cheapest place to drop, and it also drops
-# replies to connections opened from inside (routeros-api.md section 10). Placed first.
+# replies to connections opened from inside (docs/reference/routeros-api.md §10). Placed first.
 :if ([:len [/ip/firewall/raw/find where comment="tikban-setup: drop CrowdSec IPv4 bans"]] = 0) do={
     :local first [/ip/firewall/raw/find where dynamic=no]
     :if ([:len $first] > 0) do={
@@ -182,54 +188,78 @@
 :set ($envs->"FIREWALL_IPV4_ADDRESS_LIST") $listV4
 :set ($envs->"FIREWALL_IPV6_ADDRESS_LIST") $listV6
 
-# The version-dependent commands are parsed at run time: a property the running version lacks
-# would otherwise fail the whole import. Values travel as arguments, never pasted into code.
-:local findEnv [:parse (":return [/container/envs/find where " . $listProp . "=\$l and key=\$k]")]
-:local addEnv [:parse ("/container/envs/add " . $listProp . "=\$l key=\$k value=\$v comment=\"tikban-setup: env\"")]
-:local addEnvPlain [:parse ("/container/envs/add " . $listProp . "=\$l key=\$k value=\$v")]
-:foreach k,v in=$envs do={
-    :local ids [$findEnv l=$envList k=$k]
+# RouterOS 7.20 renamed the env-list properties: /container/envs name= became list=, and
+# /container envlist= became envlists= (docs/reference/routeros-containers.md §2). Values travel
+# to the parsed code as arguments, never pasted into it.
+:local findEnv
+:local addEnv
+:local addFromFile
+:local addFromRegistry
+:if ($rosVer >= 720) do={
+    :set findEnv [:parse ":return [/container/envs/find where list=\$envGroup and key=\$envKey]"]
+    :set addEnv [:parse ("/container/envs/add list=\$envGroup key=\$envKey value=\$envValue" \
+        . " comment=\"tikban-setup: env\"")]
+    :set addFromFile [:parse ("/container/add file=\$ctImage envlists=\$envGroup interface=\$ctVeth" \
+        . " root-dir=\$ctRoot dns=\$ctDns hostname=tikban logging=yes start-on-boot=yes" \
+        . " comment=\"tikban-setup: container\"")]
+    :set addFromRegistry [:parse ("/container/add remote-image=\$ctImage envlists=\$envGroup" \
+        . " interface=\$ctVeth root-dir=\$ctRoot dns=\$ctDns hostname=tikban logging=yes" \
+        . " start-on-boot=yes comment=\"tikban-setup: container\"")]
+} else={
+    :set findEnv [:parse ":return [/container/envs/find where name=\$envGroup and key=\$envKey]"]
+    :set addEnv [:parse ("/container/envs/add name=\$envGroup key=\$envKey value=\$envValue" \
+        . " comment=\"tikban-setup: env\"")]
+    :set addFromFile [:parse ("/container/add file=\$ctImage envlist=\$envGroup interface=\$ctVeth" \
+        . " root-dir=\$ctRoot dns=\$ctDns hostname=tikban logging=yes start-on-boot=yes" \
+        . " comment=\"tikban-setup: container\"")]
+    :set addFromRegistry [:parse ("/container/add remote-image=\$ctImage envlist=\$envGroup" \
+        . " interface=\$ctVeth root-dir=\$ctRoot dns=\$ctDns hostname=tikban logging=yes" \
+        . " start-on-boot=yes comment=\"tikban-setup: container\"")]
+}
+
+:foreach varName,varValue in=$envs do={
+    :local ids [$findEnv envGroup=$envList envKey=$varName]
     :if ([:len $ids] = 0) do={
-        # The env comment property is not documented: fall back to an entry without it.
-        :do { $addEnv l=$envList k=$k v=$v } on-error={ $addEnvPlain l=$envList k=$k v=$v }
+        $addEnv envGroup=$envList envKey=$varName envValue=$varValue
     } else={
-        :if ([/container/envs/get [:pick $ids 0] value] != $v) do={
-            /container/envs/set $ids value=$v
-            :put ("tikban-setup: updated env " . $k)
+        :if ([/container/envs/get [:pick $ids 0] value] != $varValue) do={
+            /container/envs/set $ids value=$varValue
+            :put ("tikban-setup: updated env " . $varName)
         }
     }
 }
 
 :if ([:len [/container/find where comment="tikban-setup: container"]] = 0) do={
-    :local addContainer [:parse ("/container/add file=\$f interface=\$n root-dir=\$r " . $envlistProp \
-        . "=\$e dns=\$d hostname=tikban logging=yes start-on-boot=yes comment=\"tikban-setup: container\"")]
-    $addContainer f=$tarFile n=$vethName r=$rootDir e=$envList d=$gatewayIp
-    :put ("tikban-setup: added container from " . $tarFile . ", extracting")
+    :if ([:len $remoteImage] = 0) do={
+        $addFromFile ctImage=$tarFile envGroup=$envList ctVeth=$vethName ctRoot=$rootDir \
+            ctDns=$gatewayIp
+    } else={
+        $addFromRegistry ctImage=$remoteImage envGroup=$envList ctVeth=$vethName ctRoot=$rootDir \
+            ctDns=$gatewayIp
+    }
+    :put "tikban-setup: added the container; extracting the image"
 }
 
-# Extraction takes a moment; start once it has finished. Older versions report `status`
-# (extracting, stopped, running), newer ones flags; read whichever exists.
+# Start it once the image is extracted. How a container reports its state differs between
+# releases (a `status` text in older ones, flags such as `running` in newer ones), and `get` of a
+# property the running release lacks is an error. A printed record carries whichever this
+# release has, so read both from it. Starting fails harmlessly while the image is not ready.
 :local ct [:pick [/container/find where comment="tikban-setup: container"] 0]
-:local running false
+:local started false
 :local tries 0
-:while ((!$running) && ($tries < 60)) do={
-    :local state ""
-    :do { :set state [/container/get $ct status] } on-error={}
-    :do { :if ([/container/get $ct running]) do={ :set state "running" } } on-error={}
-    :do { :if ([/container/get $ct extracting]) do={ :set state "extracting" } } on-error={}
-    :if ($state = "running") do={
-        :set running true
+:while ((!$started) && ($tries < 150)) do={
+    :local rec [:pick [/container/print as-value where comment="tikban-setup: container"] 0]
+    :if ((($rec->"status") = "running") || ([:tostr ($rec->"running")] = "true")) do={
+        :set started true
     } else={
-        :if (($state != "extracting") && ($state != "pulling")) do={
-            :do { /container/start $ct } on-error={}
-        }
+        :do { /container/start $ct } on-error={}
         :delay 2s
         :set tries ($tries + 1)
     }
 }
-:if ($running) do={
+:if ($started) do={
     :put "tikban-setup: tikban is running; its log: /log/print where topics~\"container\""
 } else={
-    :put "tikban-setup: the container did not start within 2 minutes; see /container/print and /log/print"
+    :put "tikban-setup: the container did not start within 5 minutes; see /container/print and /log/print"
 }
 }
