@@ -1,6 +1,7 @@
 //! `routeros-scripts/tikban-setup.rsc` agrees with the daemon and with `docs/configuration.md`:
 //! every env var it sets is one tikban accepts and documents, its defaults are the documented
-//! defaults, and every parameter is commented.
+//! defaults, and every parameter is commented. `tikban-app-prep.rsc` has the same parameter
+//! block; `tests/rsc_schema.rs` compares it with the app it prepares for.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -10,6 +11,10 @@ use tikban::config::VARS;
 const SETUP: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../routeros-scripts/tikban-setup.rsc"
+);
+const APP_PREP: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../routeros-scripts/tikban-app-prep.rsc"
 );
 const CONFIG_DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md");
 
@@ -236,5 +241,34 @@ fn container_addresses_lie_in_the_container_subnet() {
             u32::from(net),
             "{name} {ip} is outside {net}/{len}"
         );
+    }
+}
+
+#[test]
+fn app_prep_parameters_are_commented_and_its_password_is_a_refused_placeholder() {
+    let script = read(APP_PREP);
+    let prep = params(&script);
+    for required in [
+        "apiPassword",
+        "apiUser",
+        "apiPort",
+        "listV4",
+        "listV6",
+        "containerIp",
+    ] {
+        assert!(prep.contains_key(required), "no parameter {required}");
+    }
+    for (name, p) in &prep {
+        assert!(p.commented, "parameter {name} has no comment above it");
+    }
+    assert_eq!(prep["apiPassword"].value, "CHANGE-ME");
+    assert!(
+        script.contains(r#"($apiPassword = "CHANGE-ME")"#),
+        "tikban-app-prep.rsc does not refuse an unchanged apiPassword"
+    );
+    // The same defaults as the setup script, so both paths fill the same lists.
+    let setup = params(&read(SETUP));
+    for name in ["apiUser", "apiPort", "listV4", "listV6"] {
+        assert_eq!(prep[name].value, setup[name].value, "{name}");
     }
 }
