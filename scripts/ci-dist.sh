@@ -17,22 +17,15 @@ export CARGO_TERM_COLOR=never
 start=$(date +%s)
 step() { echo "=== ci-dist: $* ($(( $(date +%s) - start ))s)"; }
 
-step "tools"
-need_apt=()
-for pair in qemu-aarch64-static:qemu-user-static skopeo:skopeo umoci:umoci readelf:binutils; do
-    command -v "${pair%%:*}" >/dev/null || need_apt+=("${pair##*:}")
-done
-if (( ${#need_apt[@]} )); then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
-fi
+step "tools (cargo xtask dist --install-tools; versions: scripts/dist-tools.env)"
+# The one place for the tool versions; `cargo xtask dist --install-tools` reads the same file.
+# shellcheck source=scripts/dist-tools.env
+source scripts/dist-tools.env
+cargo xtask dist --install-tools
 # Debian's own python3 refuses pip installs without this (PEP 668); pyenv's ignores it.
 export PIP_BREAK_SYSTEM_PACKAGES=1
-python3 -m pip install --quiet --disable-pip-version-check \
-    'ziglang==0.17.1' 'cargo-zigbuild==0.24.0' 'routeros-lsp==0.2.3'
+python3 -m pip install --quiet --disable-pip-version-check "routeros-lsp==$ROUTEROS_LSP"
 hash -r
-rustup target add aarch64-unknown-linux-musl x86_64-unknown-linux-musl
 
 step "cargo xtask dist (aarch64, x86_64)"
 cargo xtask dist

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::image::{self, Image};
 use crate::targets::Target;
+use crate::tools;
 use crate::util::{self, Metadata};
 
 /// Size budget of one stripped binary (issue 6).
@@ -25,9 +26,29 @@ struct Built {
     seconds: u64,
 }
 
+/// The PyPI tools `dist` needs, with their keys in `scripts/dist-tools.env`.
+const PIP_TOOLS: &[(&str, &str)] = &[("ziglang", "ZIGLANG"), ("cargo-zigbuild", "CARGO_ZIGBUILD")];
+
+/// `cargo xtask dist --install-tools`: installs what building `targets` needs (pinned versions
+/// from `scripts/dist-tools.env`), then checks again. Builds nothing.
+pub fn install_tools(targets: &[&'static Target], rerun: &str) -> Result<()> {
+    let missing = tools::missing_for_dist(targets)?;
+    tools::install(
+        "dist",
+        PIP_TOOLS,
+        &missing,
+        || tools::missing_for_dist(targets),
+        rerun,
+    )
+}
+
 /// Builds, checks and packages every target, then prints the size table. Fails if any check or
 /// budget fails; the table is printed first so the numbers are visible either way.
-pub fn run(targets: &[&'static Target]) -> Result<()> {
+///
+/// Before building anything it checks the tools and, if some are missing, fails with the
+/// command that installs each (`rerun` installs them all).
+pub fn run(targets: &[&'static Target], rerun: &str) -> Result<()> {
+    tools::require("dist", &tools::missing_for_dist(targets)?, rerun)?;
     let meta = util::metadata()?;
     let dist = util::dist_dir();
     std::fs::create_dir_all(&dist).with_context(|| format!("create {}", dist.display()))?;

@@ -14,7 +14,8 @@
 //! This is a tool for the people who build tikban. It is never shipped, and it must not grow
 //! into a second build system: cargo builds, zig links, and this only sequences and checks.
 //! It shells out to tools on `PATH` (`cargo-zigbuild`, `readelf`, `qemu-*-static`, `skopeo`,
-//! `umoci`); `scripts/ci-dist.sh` installs them. See `docs/packaging.md`.
+//! `umoci`); `dist` checks them first and `dist --install-tools` installs them ([`tools`]).
+//! See `docs/packaging.md`.
 
 mod bench;
 mod demo;
@@ -25,6 +26,7 @@ mod ros;
 mod smoke;
 mod soak;
 mod targets;
+mod tools;
 mod util;
 mod validate;
 
@@ -43,7 +45,9 @@ commands:
                                  story, exit non-zero if a checkpoint fails)
   dist [--all] [--target T]...   build static binaries and RouterOS image tars into dist/
                                  (default: aarch64 and x86_64; --all adds armv7 and armv5te;
-                                 T is a triple or arm64|x86|arm|armv5)
+                                 T is a triple or arm64|x86|arm|armv5); first checks the tools
+                                 and prints the install command of each missing one
+  dist [...] --install-tools     install those tools (versions: scripts/dist-tools.env)
   validate-image TAR...          skopeo inspect, skopeo copy to OCI, umoci unpack, run --version
   smoke [--target T]             qemu end-to-end: real LAPI + routeros-sim, one ban must appear
                                  (default target: aarch64; needs `cargo xtask dist` first)
@@ -65,7 +69,14 @@ fn run(args: Vec<String>) -> Result<()> {
         bail!("no command\n{USAGE}");
     };
     match command.as_str() {
-        "dist" => dist::run(&parse_targets(rest, targets::DEFAULT)?),
+        "dist" => {
+            let (install, targets, rerun) = tool_task("dist", rest, targets::DEFAULT)?;
+            if install {
+                dist::install_tools(&targets, &rerun)
+            } else {
+                dist::run(&targets, &rerun)
+            }
+        }
         "validate-image" => {
             if rest.is_empty() {
                 bail!("validate-image needs at least one tar\n{USAGE}");
@@ -86,6 +97,29 @@ fn run(args: Vec<String>) -> Result<()> {
         }
         other => bail!("unknown command {other:?}\n{USAGE}"),
     }
+}
+
+/// `[--all] [--target T]… [--install-tools]` of a task that checks its tools first → whether to
+/// install them, the targets, and the command line that installs them.
+fn tool_task(
+    task: &str,
+    args: &[String],
+    default: &[&str],
+) -> Result<(bool, Vec<&'static targets::Target>, String)> {
+    let install = args.iter().any(|a| a == "--install-tools");
+    let args: Vec<String> = args
+        .iter()
+        .filter(|a| *a != "--install-tools")
+        .cloned()
+        .collect();
+    let targets = parse_targets(&args, default)?;
+    let rerun = ["cargo", "xtask", task]
+        .into_iter()
+        .chain(args.iter().map(String::as_str))
+        .chain(["--install-tools"])
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok((install, targets, rerun))
 }
 
 /// `[--all] [--target T]…` → targets, in [`targets::ALL`] order.
