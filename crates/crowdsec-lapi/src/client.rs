@@ -14,6 +14,7 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use secrecy::ExposeSecret;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -25,7 +26,7 @@ use crate::metrics::UsageMetrics;
 use crate::stream_parser::{DecisionStream, ParseError, StreamEvent, StreamParser, StreamStats};
 
 /// A request to LAPI failed. The caller keeps its previous state and retries with a
-/// [`Backoff`](crate::Backoff). Messages never contain the API key.
+/// backoff (the daemon owns the retry policy). Messages never contain the API key.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LapiError {
@@ -103,7 +104,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 ///
 /// Call order: [`poll`](Self::poll) every update interval (the first is `startup=true`), apply the
 /// returned [`Batch`] to a [`DecisionCache`](crate::DecisionCache); on error keep the cache, wait
-/// [`Backoff::next_delay`](crate::Backoff::next_delay) and poll again.
+/// with a backoff and poll again.
 /// [`push_usage_metrics`](Self::push_usage_metrics) every ≥ 15 minutes.
 pub struct LapiClient {
     host: String,
@@ -195,7 +196,7 @@ impl LapiClient {
             base_path.clear();
         }
 
-        let has_cert = cfg.client_cert.is_some() || cfg.client_key.is_some();
+        let has_cert = cfg.client_cert.is_some();
         if has_cert && !https {
             return Err(ConfigError::CertNeedsHttps {
                 url: cfg.url.clone(),
@@ -206,9 +207,9 @@ impl LapiClient {
         }
         let api_key = match (&cfg.api_key, has_cert) {
             (Some(k), false) => {
-                let mut v =
-                    HeaderValue::from_str(k.expose()).map_err(|_| ConfigError::InvalidApiKey)?;
-                if k.expose().is_empty() {
+                let mut v = HeaderValue::from_str(k.expose_secret())
+                    .map_err(|_| ConfigError::InvalidApiKey)?;
+                if k.expose_secret().is_empty() {
                     return Err(ConfigError::InvalidApiKey);
                 }
                 v.set_sensitive(true);
@@ -611,7 +612,7 @@ impl LapiClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use secrecy::SecretString;
 
     fn client(url: &str) -> Result<LapiClient, ConfigError> {
         LapiClient::new(LapiConfig::new(url).with_api_key("k3y"))
@@ -649,12 +650,19 @@ mod tests {
             Err(ConfigError::NoCredentials)
         ));
         let mut cfg = LapiConfig::new("http://x");
-        cfg.api_key = Some(Secret::new("bad\nkey-secret"));
+        cfg.api_key = Some(SecretString::from("bad\nkey-secret"));
         let e = LapiClient::new(cfg).unwrap_err();
         assert!(matches!(e, ConfigError::InvalidApiKey));
         assert!(!e.to_string().contains("secret"));
         let mut cfg = LapiConfig::new("http://x").with_api_key("k");
-        cfg.client_cert = Some(crate::PemSource::Inline("x".into()));
+        let cert =
+            rustls_pki_types::pem::PemObject::from_pem_slice(include_bytes!("testdata/client.pem"))
+                .unwrap();
+        let key = rustls_pki_types::pem::PemObject::from_pem_slice(include_bytes!(
+            "testdata/client-key.pem"
+        ))
+        .unwrap();
+        cfg.client_cert = Some(crate::ClientCert::new(vec![cert], key).unwrap());
         assert!(matches!(
             LapiClient::new(cfg),
             Err(ConfigError::CertNeedsHttps { .. })

@@ -4,7 +4,6 @@
 //! [`LapiClient::new`](crate::LapiClient::new), which reports every problem as a [`ConfigError`].
 
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,80 +11,54 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use secrecy::SecretString;
 
-/// A secret string (the bouncer API key). Its `Debug` and `Display` print `<redacted>`; the only
-/// way to read it is crate-internal, where it goes into the `X-Api-Key` header (marked sensitive).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// A client certificate chain and its private key for mTLS, parsed (DER).
+///
+/// Built with [`ClientCert::new`], which checks that the key loads with rustls' ring provider and
+/// matches the first certificate, so a configuration can report a bad key before any connection.
+/// Reading and parsing PEM is the caller's job (tikban's configuration does it, with size limits).
+/// `Debug` shows the number of certificates, never the key.
+pub struct ClientCert {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
 
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
+impl ClientCert {
+    /// Checks and wraps a chain (end-entity certificate first) and its key.
+    pub fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Self, ConfigError> {
+        if chain.is_empty() {
+            return Err(ConfigError::EmptyCertChain);
+        }
+        let provider = rustls::crypto::ring::default_provider();
+        rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider)?;
+        Ok(ClientCert { chain, key })
     }
 
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
+    /// The certificate chain, end-entity first.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
     }
 }
 
-impl fmt::Debug for Secret {
+impl Clone for ClientCert {
+    fn clone(&self) -> Self {
+        ClientCert {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl fmt::Debug for ClientCert {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// PEM material given as a file path or inline text.
-#[derive(Clone, PartialEq, Eq)]
-pub enum PemSource {
-    /// Read from this file when the client is built.
-    Path(PathBuf),
-    /// The PEM text itself.
-    Inline(String),
-}
-
-impl PemSource {
-    /// Inline when the text contains a PEM header (`-----BEGIN`), otherwise a path.
-    pub fn from_config(s: &str) -> Self {
-        if s.contains("-----BEGIN") {
-            PemSource::Inline(s.to_owned())
-        } else {
-            PemSource::Path(PathBuf::from(s))
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            PemSource::Path(p) => p.display().to_string(),
-            PemSource::Inline(_) => "inline PEM".to_owned(),
-        }
-    }
-
-    fn read(&self, what: &'static str) -> Result<Vec<u8>, ConfigError> {
-        match self {
-            PemSource::Inline(s) => Ok(s.as_bytes().to_vec()),
-            PemSource::Path(p) => std::fs::read(p).map_err(|source| ConfigError::ReadPem {
-                what,
-                path: p.clone(),
-                source: Arc::new(source),
-            }),
-        }
-    }
-}
-
-impl fmt::Debug for PemSource {
-    /// Inline PEM may be a private key: only its length is printed.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PemSource::Path(p) => f.debug_tuple("Path").field(p).finish(),
-            PemSource::Inline(s) => write!(f, "Inline(<{} bytes>)", s.len()),
-        }
+        f.debug_struct("ClientCert")
+            .field("certificates", &self.chain.len())
+            .field("key", &"<redacted>")
+            .finish()
     }
 }
 
@@ -95,13 +68,12 @@ pub struct LapiConfig {
     /// LAPI base URL, `http://…` or `https://…`; a path prefix is kept (`/` is appended).
     pub url: String,
     /// Bouncer API key, sent as `X-Api-Key`. Ignored when `client_cert` is set.
-    pub api_key: Option<Secret>,
-    /// Client certificate (PEM chain) for mTLS; its OU must be in LAPI's `bouncers_allowed_ou`.
-    pub client_cert: Option<PemSource>,
-    /// Private key for `client_cert`.
-    pub client_key: Option<PemSource>,
+    pub api_key: Option<SecretString>,
+    /// Client certificate and key for mTLS; the certificate's OU must be in LAPI's
+    /// `bouncers_allowed_ou` (`crowdsec-lapi.md` §2).
+    pub client_cert: Option<ClientCert>,
     /// Extra CA certificates trusted besides the webpki roots.
-    pub ca_cert: Option<PemSource>,
+    pub ca_certs: Vec<CertificateDer<'static>>,
     /// Accept any server certificate. Logged as a warning; for tests and emergencies only.
     pub insecure_skip_verify: bool,
     /// `scopes` query parameter; default `ip`, `range`. Empty leaves it out (LAPI's default).
@@ -133,8 +105,7 @@ impl LapiConfig {
             url: url.into(),
             api_key: None,
             client_cert: None,
-            client_key: None,
-            ca_cert: None,
+            ca_certs: Vec::new(),
             insecure_skip_verify: false,
             scopes: vec!["ip".into(), "range".into()],
             origins: Vec::new(),
@@ -150,7 +121,7 @@ impl LapiConfig {
 
     /// Sets the API key.
     pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
-        self.api_key = Some(Secret::new(key));
+        self.api_key = Some(SecretString::from(key.into()));
         self
     }
 }
@@ -176,9 +147,6 @@ pub enum ConfigError {
     /// Neither an API key nor a client certificate.
     #[error("no LAPI credentials: set an API key or a client certificate and key")]
     NoCredentials,
-    /// A certificate without a key or the reverse.
-    #[error("client certificate and client key must be given together")]
-    IncompleteClientCert,
     /// mTLS over plain HTTP.
     #[error("a client certificate needs an https:// LAPI url, got {url:?}")]
     CertNeedsHttps {
@@ -194,26 +162,9 @@ pub enum ConfigError {
         /// The version given.
         version: String,
     },
-    /// A PEM file could not be read.
-    #[error("cannot read {what} from {}: {source}", path.display())]
-    ReadPem {
-        /// Which file (CA, client certificate, client key).
-        what: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The I/O error.
-        source: Arc<std::io::Error>,
-    },
-    /// PEM text without the expected item.
-    #[error("{what} from {source_desc} holds no {expected}")]
-    NoPemItem {
-        /// Which input.
-        what: &'static str,
-        /// Path or "inline PEM".
-        source_desc: String,
-        /// The PEM item expected (`CERTIFICATE`, `PRIVATE KEY`).
-        expected: &'static str,
-    },
+    /// A client certificate chain without any certificate.
+    #[error("the client certificate chain is empty")]
+    EmptyCertChain,
     /// rustls refused the material.
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
@@ -223,34 +174,6 @@ pub enum ConfigError {
         /// `connect` or `request`.
         which: &'static str,
     },
-}
-
-fn certs(src: &PemSource, what: &'static str) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let bytes = src.read(what)?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &bytes[..])
-        .filter_map(Result::ok)
-        .collect();
-    if certs.is_empty() {
-        return Err(ConfigError::NoPemItem {
-            what,
-            source_desc: src.describe(),
-            expected: "CERTIFICATE",
-        });
-    }
-    Ok(certs)
-}
-
-fn key(src: &PemSource) -> Result<PrivateKeyDer<'static>, ConfigError> {
-    let what = "client key";
-    let bytes = src.read(what)?;
-    match rustls_pemfile::private_key(&mut &bytes[..]) {
-        Ok(Some(k)) => Ok(k),
-        _ => Err(ConfigError::NoPemItem {
-            what,
-            source_desc: src.describe(),
-            expected: "PRIVATE KEY",
-        }),
-    }
 }
 
 /// Builds the rustls client config: webpki roots + optional CA, optional client cert, ALPN
@@ -268,19 +191,14 @@ pub(crate) fn tls_config(cfg: &LapiConfig) -> Result<ClientConfig, ConfigError> 
         let mut roots = RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
-        if let Some(ca) = &cfg.ca_cert {
-            for c in certs(ca, "CA certificate")? {
-                roots.add(c)?;
-            }
+        for c in &cfg.ca_certs {
+            roots.add(c.clone())?;
         }
         builder.with_root_certificates(roots)
     };
-    let mut config = match (&cfg.client_cert, &cfg.client_key) {
-        (Some(c), Some(k)) => {
-            builder.with_client_auth_cert(certs(c, "client certificate")?, key(k)?)?
-        }
-        (None, None) => builder.with_no_client_auth(),
-        _ => return Err(ConfigError::IncompleteClientCert),
+    let mut config = match &cfg.client_cert {
+        Some(c) => builder.with_client_auth_cert(c.chain.clone(), c.key.clone_key())?,
+        None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
@@ -341,46 +259,33 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let s = Secret::new("hunter2-key");
-        assert_eq!(format!("{s:?}"), "<redacted>");
-        assert_eq!(format!("{s}"), "<redacted>");
         let cfg = LapiConfig::new("http://x").with_api_key("hunter2-key");
         assert!(!format!("{cfg:?}").contains("hunter2"));
     }
 
     #[test]
-    fn inline_pem_is_not_printed() {
-        let p =
-            PemSource::from_config("-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n");
-        assert!(matches!(p, PemSource::Inline(_)));
-        assert!(!format!("{p:?}").contains("abc"));
+    fn client_cert_checks_the_key_and_never_prints_it() {
+        let ck = fixture_pair();
+        let c = ClientCert::new(vec![ck.0.clone()], ck.1.clone_key()).unwrap();
+        let dbg = format!("{c:?} {:?}", c.clone());
+        assert!(dbg.contains("<redacted>"), "{dbg}");
+        assert!(!dbg.contains("PrivatePkcs8KeyDer"), "{dbg}");
         assert!(matches!(
-            PemSource::from_config("/etc/k.pem"),
-            PemSource::Path(_)
+            ClientCert::new(Vec::new(), ck.1.clone_key()),
+            Err(ConfigError::EmptyCertChain)
+        ));
+        let garbage = PrivateKeyDer::Pkcs8(b"not a key".to_vec().into());
+        assert!(matches!(
+            ClientCert::new(vec![ck.0], garbage),
+            Err(ConfigError::Tls(_))
         ));
     }
 
-    #[test]
-    fn missing_files_and_empty_pem_are_typed_errors() {
-        let mut cfg = LapiConfig::new("https://x");
-        cfg.ca_cert = Some(PemSource::Path("/nonexistent/ca.pem".into()));
-        assert!(matches!(
-            tls_config(&cfg),
-            Err(ConfigError::ReadPem {
-                what: "CA certificate",
-                ..
-            })
-        ));
-        cfg.ca_cert = Some(PemSource::Inline("-----BEGIN nothing".into()));
-        assert!(matches!(
-            tls_config(&cfg),
-            Err(ConfigError::NoPemItem { .. })
-        ));
-        cfg.ca_cert = None;
-        cfg.client_cert = Some(PemSource::Inline("x".into()));
-        assert!(matches!(
-            tls_config(&cfg),
-            Err(ConfigError::IncompleteClientCert)
-        ));
+    /// A self-signed certificate and its key, from the fixture in `testdata/`.
+    fn fixture_pair() -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+        use rustls_pki_types::pem::PemObject;
+        let cert = CertificateDer::from_pem_slice(include_bytes!("testdata/client.pem")).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(include_bytes!("testdata/client-key.pem")).unwrap();
+        (cert, key)
     }
 }

@@ -86,7 +86,7 @@ pub mod testing;
 pub use backoff::{Backoff, BackoffError};
 pub use cache::{ActiveCount, Batch, BatchAdd, Change, ChangeSet, DecisionCache};
 pub use client::{LapiClient, LapiError, MetricsOutcome};
-pub use config::{ConfigError, LapiConfig, PemSource, Secret};
+pub use config::{ClientCert, ConfigError, LapiConfig};
 pub use decision::{Decision, Deletion, ElementError, Interner, Label};
 pub use duration::{DurationError, GoDuration};
 pub use metrics::{

@@ -5,9 +5,11 @@ use std::time::{Duration, Instant};
 
 use crowdsec_lapi::testing::{Lapi, TestPki};
 use crowdsec_lapi::{
-    Batch, Change, DecisionCache, LapiClient, LapiConfig, MetricsMeta, MetricsOutcome,
-    MetricsWindow, PemSource, RemediationComponent, UsageMetrics, Value,
+    Batch, Change, ClientCert, DecisionCache, LapiClient, LapiConfig, MetricsMeta, MetricsOutcome,
+    MetricsWindow, RemediationComponent, UsageMetrics, Value,
 };
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 fn client(lapi: &Lapi, name: &str) -> LapiClient {
     let key = lapi.add_bouncer(name);
@@ -298,9 +300,12 @@ async fn mtls_client_certificate_ou_decides_access() {
     let tls_client = |ou: &str| {
         let (cert, key) = pki.client_cert("tikban-test", ou);
         let mut cfg = LapiConfig::new(lapi.url());
-        cfg.ca_cert = Some(PemSource::Inline(pki.ca_pem.clone()));
-        cfg.client_cert = Some(PemSource::Inline(cert));
-        cfg.client_key = Some(PemSource::Inline(key));
+        cfg.ca_certs = vec![CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).expect("CA")];
+        let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("chain");
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
+        cfg.client_cert = Some(ClientCert::new(chain, key).expect("client cert"));
         LapiClient::new(cfg).expect("client")
     };
     let mut ok = tls_client("bouncer-ou");

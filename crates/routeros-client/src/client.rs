@@ -9,12 +9,13 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 use routeros_proto::login::{legacy_login_command, legacy_response, login_command};
 use routeros_proto::{Attributes, Command};
+use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Sleep;
 
-use crate::config::{ClientConfig, Secret};
+use crate::config::ClientConfig;
 use crate::conn::{self, Msg, Shared, Sink, StreamEvent, StreamItem};
 use crate::error::{ConnectError, Error};
 use crate::mux::{Kind, MuxStats, Tag};
@@ -320,8 +321,8 @@ async fn connect_inner(config: &ClientConfig) -> Result<Client, ConnectError> {
 
 /// `/login =name= =password=`, then the legacy challenge if `=ret=` comes back
 /// (`routeros-api.md` §4).
-async fn login(client: &Client, user: &str, password: &Secret) -> Result<(), ConnectError> {
-    let password = password.expose().as_bytes();
+async fn login(client: &Client, user: &str, password: &SecretString) -> Result<(), ConnectError> {
+    let password = password.expose_secret().as_bytes();
     let command = login_command(user, password)
         .map_err(|e| ConnectError::Protocol(format!("cannot build /login: {e}")))?;
     let response = client.execute(command).await.map_err(login_error)?;

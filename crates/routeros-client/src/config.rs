@@ -1,10 +1,10 @@
 //! Connection settings: where, who, how to trust the router, and the limits.
 
-use std::fmt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use routeros_proto::Limits;
+use rustls_pki_types::CertificateDer;
+use secrecy::SecretString;
 
 /// Default plain API port.
 pub const DEFAULT_PORT: u16 = 8728;
@@ -31,8 +31,8 @@ pub struct ClientConfig {
     pub port: u16,
     /// API user.
     pub user: String,
-    /// API password. Its `Debug` prints `<redacted>`.
-    pub password: Secret,
+    /// API password. Its `Debug` prints `[REDACTED]`.
+    pub password: SecretString,
     /// api-ssl settings; `None` for the plain API.
     pub tls: Option<TlsConfig>,
     /// Bound on TCP connect + TLS handshake + login together.
@@ -57,7 +57,7 @@ impl ClientConfig {
     pub fn new(
         host: impl Into<String>,
         user: impl Into<String>,
-        password: impl Into<Secret>,
+        password: impl Into<SecretString>,
     ) -> Self {
         Self {
             host: host.into(),
@@ -71,47 +71,6 @@ impl ClientConfig {
             stream_buffer: DEFAULT_STREAM_BUFFER,
             limits: Limits::default(),
         }
-    }
-}
-
-/// A secret string (the router password). `Debug` and `Display` print `<redacted>`; read it with
-/// [`Secret::expose`].
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(secret: impl Into<String>) -> Self {
-        Self(secret.into())
-    }
-
-    /// The secret itself. Never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl From<String> for Secret {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(s: &str) -> Self {
-        Self(s.to_owned())
     }
 }
 
@@ -144,20 +103,12 @@ impl TlsConfig {
 #[non_exhaustive]
 pub enum TlsTrust {
     /// Verify the chain against these CA certificates (WebPKI rules, including the name).
-    Ca(PemSource),
+    /// Parsed by the caller (tikban's configuration reads and checks the PEM).
+    Ca(Vec<CertificateDer<'static>>),
     /// Accept exactly the end-entity certificate whose SHA-256 (of its DER) is this. The
     /// handshake signature is still verified; name and validity dates are not, because a pinned
     /// certificate is trusted as itself. Parse text with [`parse_fingerprint`].
     Fingerprint([u8; 32]),
-}
-
-/// Where PEM text comes from.
-#[derive(Clone, Debug)]
-pub enum PemSource {
-    /// A file holding one or more `CERTIFICATE` blocks.
-    Path(PathBuf),
-    /// The PEM text itself.
-    Inline(String),
 }
 
 /// A fingerprint that is not 32 bytes of hex.
@@ -251,10 +202,13 @@ mod tests {
     fn debug_never_shows_the_password() {
         let mut cfg = ClientConfig::new("192.0.2.1", "tikban", "hunter2-secret");
         cfg.tls = Some(TlsConfig::new(TlsTrust::Fingerprint([7; 32])));
-        let dbg = format!("{cfg:?} {:#?} {}", cfg, cfg.password);
+        let dbg = format!("{cfg:?} {:#?} {:?}", cfg, cfg.password);
         assert!(!dbg.contains("hunter2"), "{dbg}");
-        assert!(dbg.contains("<redacted>"), "{dbg}");
+        assert!(dbg.contains("REDACTED"), "{dbg}");
         assert!(dbg.contains("tikban"), "{dbg}");
-        assert_eq!(cfg.password.expose(), "hunter2-secret");
+        assert_eq!(
+            secrecy::ExposeSecret::expose_secret(&cfg.password),
+            "hunter2-secret"
+        );
     }
 }

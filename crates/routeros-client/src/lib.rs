@@ -10,15 +10,16 @@
 //! - **No retry or reconnect policy.** A lost connection is reported as
 //!   [`Error::ConnectionLost`]; the caller decides whether and when to reconnect (and with what
 //!   backoff). A router error (`!trap`) is an [`Error::Trap`] and never closes the connection.
-//! - **Never log or show secrets.** The password lives in a [`Secret`] whose `Debug` prints
-//!   `<redacted>`; login commands redact it too; no error carries it.
+//! - **Never log or show secrets.** The password lives in a [`SecretString`] whose `Debug` prints
+//!   `[REDACTED]`; login commands redact it too; no error carries it.
 //! - **No business logic.** It knows nothing about address lists, CrowdSec or diffs: it moves
 //!   [`Command`]s and replies.
 //! - No wire-format code: that is `routeros-proto` (re-exported here).
 //!
 //! # Main types
 //!
-//! - [`ClientConfig`], [`TlsConfig`], [`TlsTrust`] (CA PEM or SHA-256 pin), [`Secret`].
+//! - [`ClientConfig`], [`TlsConfig`], [`TlsTrust`] (CA certificates or SHA-256 pin),
+//!   [`SecretString`] (re-exported from `secrecy`).
 //! - [`Client`]: cloneable handle. [`Client::connect`], [`Client::execute`] (collects rows),
 //!   [`Client::send`] (queue now, await later), [`Client::pipeline`] (many commands, results in
 //!   order), [`Client::stream`] → [`RowStream`], [`Client::cancel`], [`Client::quit`].
@@ -90,11 +91,13 @@ mod tls;
 pub use client::{Client, PendingResponse, Response, RowStream};
 pub use config::{
     ClientConfig, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PORT,
-    DEFAULT_STREAM_BUFFER, DEFAULT_TLS_PORT, DEFAULT_WINDOW, FingerprintError, PemSource, Secret,
-    TlsConfig, TlsTrust, format_fingerprint, parse_fingerprint,
+    DEFAULT_STREAM_BUFFER, DEFAULT_TLS_PORT, DEFAULT_WINDOW, FingerprintError, TlsConfig, TlsTrust,
+    format_fingerprint, parse_fingerprint,
 };
 pub use error::{ConnectError, Error, LostReason};
 pub use mux::{MuxStats, Tag};
+pub use secrecy::SecretString;
+
 pub use routeros_proto::{
     self as proto, Attributes, Command, CommandBuilder, CommandError, Limits, Query, category,
 };

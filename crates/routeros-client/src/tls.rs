@@ -18,7 +18,7 @@ use rustls::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::config::{PemSource, TlsConfig, TlsTrust, format_fingerprint};
+use crate::config::{TlsConfig, TlsTrust, format_fingerprint};
 use crate::error::ConnectError;
 
 /// Builds the rustls client configuration for `tls`.
@@ -28,11 +28,16 @@ pub(crate) fn client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, Con
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| ConnectError::TlsConfig(e.to_string()))?;
     let config = match &tls.trust {
-        TlsTrust::Ca(source) => {
+        TlsTrust::Ca(certs) => {
             let mut roots = RootCertStore::empty();
-            for cert in load_certs(source)? {
+            if certs.is_empty() {
+                return Err(ConnectError::TlsConfig(
+                    "no CA certificate given for the router".to_owned(),
+                ));
+            }
+            for cert in certs {
                 roots
-                    .add(cert)
+                    .add(cert.clone())
                     .map_err(|e| ConnectError::TlsConfig(format!("bad CA certificate: {e}")))?;
             }
             builder.with_root_certificates(roots).with_no_client_auth()
@@ -58,27 +63,6 @@ pub(crate) fn server_name(
     ServerName::try_from(name.to_owned()).map_err(|_| {
         ConnectError::TlsConfig(format!("{name:?} is not a valid DNS name or IP address"))
     })
-}
-
-fn load_certs(source: &PemSource) -> Result<Vec<CertificateDer<'static>>, ConnectError> {
-    let (pem, origin) = match source {
-        PemSource::Path(path) => (
-            std::fs::read(path).map_err(|e| {
-                ConnectError::TlsConfig(format!("cannot read CA file {}: {e}", path.display()))
-            })?,
-            path.display().to_string(),
-        ),
-        PemSource::Inline(text) => (text.clone().into_bytes(), "inline PEM".to_owned()),
-    };
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ConnectError::TlsConfig(format!("cannot parse {origin}: {e}")))?;
-    if certs.is_empty() {
-        return Err(ConnectError::TlsConfig(format!(
-            "{origin} holds no CERTIFICATE block"
-        )));
-    }
-    Ok(certs)
 }
 
 /// Trusts exactly one end-entity certificate, by the SHA-256 of its DER, and still checks that
@@ -283,16 +267,16 @@ mod tests {
     }
 
     #[test]
-    fn ca_source_without_certificates_is_a_config_error() {
-        let tls = TlsConfig::new(TlsTrust::Ca(PemSource::Inline("nothing here".into())));
+    fn empty_or_invalid_ca_certificates_are_config_errors() {
+        let tls = TlsConfig::new(TlsTrust::Ca(Vec::new()));
         assert!(matches!(
             client_config(&tls),
-            Err(ConnectError::TlsConfig(m)) if m.contains("no CERTIFICATE")
+            Err(ConnectError::TlsConfig(m)) if m.contains("no CA certificate")
         ));
-        let tls = TlsConfig::new(TlsTrust::Ca(PemSource::Path("/nonexistent/ca.pem".into())));
+        let tls = TlsConfig::new(TlsTrust::Ca(vec![CertificateDer::from(b"junk".to_vec())]));
         assert!(matches!(
             client_config(&tls),
-            Err(ConnectError::TlsConfig(_))
+            Err(ConnectError::TlsConfig(m)) if m.contains("bad CA certificate")
         ));
     }
 }

@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use routeros_client::{
-    Client, ClientConfig, Command, ConnectError, Error, LostReason, PemSource, Query, TlsConfig,
-    TlsTrust, format_fingerprint,
+    Client, ClientConfig, Command, ConnectError, Error, LostReason, Query, TlsConfig, TlsTrust,
+    format_fingerprint,
 };
 use routeros_sim::{CostModel, Family, NewEntry, RunningSim, Sim, SimConfig};
 
@@ -408,12 +408,11 @@ async fn tls_wrong_pin_is_refused_with_a_clear_error() {
 }
 
 #[tokio::test]
-async fn tls_ca_file_connects() {
+async fn tls_with_the_router_certificate_as_ca_connects() {
     let (_sim, running) = serve_tls().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("router.pem");
-    std::fs::write(&path, running.cert_pem().unwrap()).unwrap();
-    let client = Client::connect(tls_config(&running, TlsTrust::Ca(PemSource::Path(path))))
+    let pem = running.cert_pem().unwrap();
+    let cert = rustls_pki_types::pem::PemObject::from_pem_slice(pem.as_bytes()).unwrap();
+    let client = Client::connect(tls_config(&running, TlsTrust::Ca(vec![cert])))
         .await
         .unwrap();
     client.execute(add("192.0.2.78")).await.unwrap();

@@ -8,6 +8,7 @@ use std::io;
 use std::sync::Arc;
 
 use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 use tokio_rustls::TlsAcceptor;
@@ -43,9 +44,8 @@ impl TlsIdentity {
 
     /// The certificate in DER.
     pub fn cert_der(&self) -> io::Result<CertificateDer<'static>> {
-        rustls_pemfile::certs(&mut self.cert_pem.as_bytes())
-            .next()
-            .unwrap_or_else(|| Err(io::Error::new(io::ErrorKind::InvalidData, "no certificate")))
+        CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 
     /// SHA-256 of the certificate DER: what a client pins.
@@ -54,9 +54,8 @@ impl TlsIdentity {
     }
 
     pub(crate) fn acceptor(&self) -> io::Result<TlsAcceptor> {
-        let key: PrivateKeyDer<'static> =
-            rustls_pemfile::private_key(&mut self.key_pem.as_bytes())?
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no private key"))?;
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS12])

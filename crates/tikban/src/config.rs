@@ -12,10 +12,15 @@
 //! [`VARS`] is the one list of variables: `--help`, the docs test and the parser all use it.
 
 use std::fmt;
+use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
+use crowdsec_lapi::ClientCert;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use secrecy::SecretString;
 use serde::Deserialize;
 
 /// One documented environment variable.
@@ -324,43 +329,6 @@ pub struct RawEnv {
     pub metrics_port: Option<String>,
 }
 
-/// A secret string. `Debug` and `Display` print `<redacted>`; read it with [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret text. Call only where it is sent, never where it is logged.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// PEM material given as a file path or inline text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Pem {
-    /// Read from this file at start.
-    Path(PathBuf),
-    /// The PEM text itself (from an env var).
-    Inline(Secret),
-}
-
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -384,7 +352,7 @@ pub struct LapiSettings {
     /// Base URL.
     pub url: String,
     /// API key; `None` with mTLS.
-    pub api_key: Option<Secret>,
+    pub api_key: Option<SecretString>,
     /// Poll interval.
     pub update_frequency: Duration,
     /// Origins filter (empty = all).
@@ -399,10 +367,10 @@ pub struct LapiSettings {
     pub scenarios_not_containing: Vec<String>,
     /// Usage-metrics push interval; `None` disables.
     pub metrics_interval: Option<Duration>,
-    /// Client certificate and key for mTLS.
-    pub client_cert: Option<(Pem, Pem)>,
-    /// Extra CA.
-    pub ca: Option<Pem>,
+    /// Client certificate and key for mTLS, read and checked at start.
+    pub client_cert: Option<ClientCert>,
+    /// Extra CA certificates (empty when none is configured).
+    pub ca: Vec<CertificateDer<'static>>,
     /// Skip certificate verification.
     pub insecure_skip_verify: bool,
 }
@@ -417,7 +385,7 @@ pub struct RouterSettings {
     /// API user.
     pub user: String,
     /// API password.
-    pub password: Secret,
+    pub password: SecretString,
     /// api-ssl trust, when TLS is on.
     pub tls: Option<RouterTls>,
     /// Connect and login timeout.
@@ -433,8 +401,8 @@ pub struct RouterSettings {
 pub enum RouterTls {
     /// SHA-256 of the certificate.
     Fingerprint([u8; 32]),
-    /// A CA certificate.
-    Ca(Pem),
+    /// CA certificates, read and checked at start.
+    Ca(Vec<CertificateDer<'static>>),
 }
 
 /// Address lists and ownership.
@@ -573,6 +541,215 @@ impl Checker {
     fn list(raw: &Option<String>, var: &'static str) -> Vec<String> {
         split_list(Self::or_default(raw, var))
     }
+
+    /// Where one PEM input comes from: its path variable or its inline variable (not both).
+    fn pem_source<'a>(
+        &mut self,
+        path_var: &'static str,
+        path: &'a Option<String>,
+        pem_var: &'static str,
+        inline: &'a Option<String>,
+    ) -> Option<PemSource<'a>> {
+        let secret = VARS.iter().any(|v| v.name == pem_var && v.secret);
+        match (Self::value(path), Self::value(inline)) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    pem_var,
+                    format!("set either {path_var} or {pem_var}, not both"),
+                );
+                None
+            }
+            (Some(p), None) => Some(PemSource {
+                var: path_var,
+                input: PemInput::Path(p),
+                secret: false,
+            }),
+            (None, Some(text)) if !text.contains("-----BEGIN ") => {
+                self.problem(
+                    pem_var,
+                    "is not PEM text; expected a block starting with -----BEGIN",
+                );
+                None
+            }
+            (None, Some(text)) => Some(PemSource {
+                var: pem_var,
+                input: PemInput::Inline(text),
+                secret,
+            }),
+            (None, None) => None,
+        }
+    }
+
+    /// Reads and parses certificates: at least one `CERTIFICATE` block.
+    fn certificates(&mut self, src: PemSource<'_>) -> Option<Vec<CertificateDer<'static>>> {
+        let bytes = self.pem_bytes(src)?;
+        let parsed: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
+        match parsed {
+            Ok(certs) if certs.is_empty() => {
+                self.problem(
+                    src.var,
+                    format!("{} holds no CERTIFICATE block", src.describe()),
+                );
+                None
+            }
+            Ok(certs) => Some(certs),
+            Err(e) => {
+                self.problem(src.var, format!("{} {}", src.describe(), pem_error(&e)));
+                None
+            }
+        }
+    }
+
+    /// Reads and parses a private key: exactly one `PRIVATE KEY` block (PKCS#8, PKCS#1 or SEC1).
+    fn private_key(&mut self, src: PemSource<'_>) -> Option<PrivateKeyDer<'static>> {
+        let bytes = self.pem_bytes(src)?;
+        let parsed: Result<Vec<_>, _> = PrivateKeyDer::pem_slice_iter(&bytes).collect();
+        match parsed {
+            Ok(mut keys) if keys.len() == 1 => keys.pop(),
+            Ok(keys) if keys.is_empty() => {
+                self.problem(
+                    src.var,
+                    format!(
+                        "{} holds no PRIVATE KEY block (PKCS#8, RSA or EC)",
+                        src.describe()
+                    ),
+                );
+                None
+            }
+            Ok(keys) => {
+                self.problem(
+                    src.var,
+                    format!(
+                        "{} holds {} private keys; expected exactly one",
+                        src.describe(),
+                        keys.len()
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                self.problem(src.var, format!("{} {}", src.describe(), pem_error(&e)));
+                None
+            }
+        }
+    }
+
+    /// The bytes of a PEM input, within [`MAX_PEM_BYTES`].
+    fn pem_bytes<'a>(&mut self, src: PemSource<'a>) -> Option<std::borrow::Cow<'a, [u8]>> {
+        let result = match src.input {
+            PemInput::Inline(text) if text.len() as u64 > MAX_PEM_BYTES => Err(format!(
+                "is {} bytes; PEM text is limited to {MAX_PEM_BYTES} bytes (1 MiB)",
+                text.len()
+            )),
+            PemInput::Inline(text) => Ok(std::borrow::Cow::Borrowed(text.as_bytes())),
+            PemInput::Path(path) => read_pem_file(Path::new(path))
+                .map(std::borrow::Cow::Owned)
+                .map_err(|e| format!("{} {e}", src.describe())),
+        };
+        result.map_err(|m| self.problem(src.var, m)).ok()
+    }
+}
+
+/// Largest PEM file or inline PEM value accepted. A CA bundle is tens of KiB (Mozilla's whole
+/// root store is about 200 KiB), so 1 MiB is generous while a mistaken path such as `/dev/zero`
+/// or a log file cannot make tikban read without end.
+pub const MAX_PEM_BYTES: u64 = 1024 * 1024;
+
+/// One PEM input and the variable it came from.
+#[derive(Debug, Clone, Copy)]
+struct PemSource<'a> {
+    var: &'static str,
+    input: PemInput<'a>,
+    /// The inline text is a secret (a private key): never quoted.
+    secret: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum PemInput<'a> {
+    Path(&'a str),
+    Inline(&'a str),
+}
+
+impl PemSource<'_> {
+    /// How messages name the input: the quoted path, or "the PEM text". Never the text itself.
+    fn describe(&self) -> String {
+        match self.input {
+            PemInput::Path(p) => format!("file {p:?}"),
+            PemInput::Inline(_) if self.secret => "the given PEM text".to_owned(),
+            PemInput::Inline(_) => "the PEM text".to_owned(),
+        }
+    }
+}
+
+/// What is wrong with PEM text, without quoting any of it (it may be a private key).
+fn pem_error(e: &rustls_pki_types::pem::Error) -> &'static str {
+    use rustls_pki_types::pem::Error as E;
+    match e {
+        E::MissingSectionEnd { .. } => "is not valid PEM: a block has no -----END line",
+        E::IllegalSectionStart { .. } => "is not valid PEM: a -----BEGIN line is malformed",
+        E::Base64Decode(_) => "is not valid PEM: a block is not valid base64",
+        E::SectionTooLarge => "is not valid PEM: a block is too large",
+        _ => "is not valid PEM",
+    }
+}
+
+/// Reads a PEM file: a regular file of at most [`MAX_PEM_BYTES`], checked with its metadata
+/// **before** reading (so `/dev/zero`, a FIFO or a directory is refused without blocking or
+/// reading), then read with a bounded read in case it grows meanwhile.
+fn read_pem_file(path: &Path) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot be read: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("is not a regular file ({})", file_kind(&meta)));
+    }
+    if meta.len() > MAX_PEM_BYTES {
+        return Err(format!(
+            "is {} bytes; PEM files are limited to {MAX_PEM_BYTES} bytes (1 MiB)",
+            meta.len()
+        ));
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot be read: {e}"))?;
+    // The path may name another file by now: check what was opened, too.
+    let opened = file
+        .metadata()
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    if !opened.is_file() {
+        return Err(format!("is not a regular file ({})", file_kind(&opened)));
+    }
+    let mut bytes = Vec::with_capacity(opened.len().min(MAX_PEM_BYTES) as usize);
+    file.take(MAX_PEM_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    if bytes.len() as u64 > MAX_PEM_BYTES {
+        return Err(format!(
+            "grew past {MAX_PEM_BYTES} bytes (1 MiB) while it was read"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// "a directory", "a FIFO", … for a path that is not a regular file.
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_dir() {
+        return "a directory";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    "not a regular file"
 }
 
 /// The documented default of `var`, or `""` when it has none.
@@ -674,7 +851,7 @@ impl Config {
                 String::new()
             }
         };
-        let api_key = C::value(&raw.crowdsec_bouncer_api_key).map(Secret::new);
+        let api_key = C::value(&raw.crowdsec_bouncer_api_key).map(SecretString::from);
         let update_frequency =
             c.positive_duration(&raw.crowdsec_update_frequency, "CROWDSEC_UPDATE_FREQUENCY");
         let metrics_interval = {
@@ -695,60 +872,59 @@ impl Config {
                 Some(d)
             }
         };
-        let pem = |path: &Option<String>, inline: &Option<String>| -> Option<Pem> {
-            C::value(inline)
-                .map(|t| Pem::Inline(Secret::new(t)))
-                .or_else(|| C::value(path).map(|p| Pem::Path(PathBuf::from(p))))
-        };
-        for (path_var, pem_var, path, inline) in [
-            (
-                "CROWDSEC_CERT_PATH",
-                "CROWDSEC_CERT_PEM",
-                &raw.crowdsec_cert_path,
-                &raw.crowdsec_cert_pem,
-            ),
-            (
-                "CROWDSEC_KEY_PATH",
-                "CROWDSEC_KEY_PEM",
-                &raw.crowdsec_key_path,
-                &raw.crowdsec_key_pem,
-            ),
-            (
-                "CROWDSEC_CA_CERT_PATH",
-                "CROWDSEC_CA_CERT_PEM",
-                &raw.crowdsec_ca_cert_path,
-                &raw.crowdsec_ca_cert_pem,
-            ),
-        ] {
-            if C::value(path).is_some() && C::value(inline).is_some() {
-                c.problem(
-                    pem_var,
-                    format!("set either {path_var} or {pem_var}, not both"),
-                );
-            }
-            if let Some(text) = C::value(inline)
-                && !text.contains("-----BEGIN ")
-            {
-                c.problem(
-                    pem_var,
-                    "is not PEM text; expected a block starting with -----BEGIN",
-                );
-            }
-        }
-        let cert = pem(&raw.crowdsec_cert_path, &raw.crowdsec_cert_pem);
-        let key = pem(&raw.crowdsec_key_path, &raw.crowdsec_key_pem);
-        let mtls_intended = cert.is_some() || key.is_some();
-        let client_cert = match (cert, key) {
-            (Some(c), Some(k)) => Some((c, k)),
-            (None, None) => None,
-            (Some(_), None) => {
+        let cert_src = c.pem_source(
+            "CROWDSEC_CERT_PATH",
+            &raw.crowdsec_cert_path,
+            "CROWDSEC_CERT_PEM",
+            &raw.crowdsec_cert_pem,
+        );
+        let key_src = c.pem_source(
+            "CROWDSEC_KEY_PATH",
+            &raw.crowdsec_key_path,
+            "CROWDSEC_KEY_PEM",
+            &raw.crowdsec_key_pem,
+        );
+        let ca_src = c.pem_source(
+            "CROWDSEC_CA_CERT_PATH",
+            &raw.crowdsec_ca_cert_path,
+            "CROWDSEC_CA_CERT_PEM",
+            &raw.crowdsec_ca_cert_pem,
+        );
+        let chain = cert_src.and_then(|s| c.certificates(s));
+        let key = key_src.and_then(|s| c.private_key(s));
+        let cert_set = C::value(&raw.crowdsec_cert_path).is_some()
+            || C::value(&raw.crowdsec_cert_pem).is_some();
+        let key_set =
+            C::value(&raw.crowdsec_key_path).is_some() || C::value(&raw.crowdsec_key_pem).is_some();
+        let mtls_intended = cert_set || key_set;
+        let client_cert = match (cert_set, key_src) {
+            (true, Some(key_src)) => match (chain, key) {
+                (Some(chain), Some(key)) => match ClientCert::new(chain, key) {
+                    Ok(cc) => Some(cc),
+                    Err(e) => {
+                        c.problem(
+                            key_src.var,
+                            format!(
+                                "the client key is unusable or does not match the client \
+                                 certificate: {e}"
+                            ),
+                        );
+                        None
+                    }
+                },
+                // Each unreadable part was reported already.
+                _ => None,
+            },
+            (false, None) if !key_set => None,
+            (true, None) if key_set => None, // the key's problem was reported
+            (true, None) => {
                 c.problem(
                     "CROWDSEC_KEY_PATH",
                     "a client certificate is set but no key (CROWDSEC_KEY_PATH or CROWDSEC_KEY_PEM)",
                 );
                 None
             }
-            (None, Some(_)) => {
+            (false, _) => {
                 c.problem(
                     "CROWDSEC_CERT_PATH",
                     "a client key is set but no certificate (CROWDSEC_CERT_PATH or CROWDSEC_CERT_PEM)",
@@ -765,7 +941,7 @@ impl Config {
         // With a client certificate no API key is sent (crowdsec-lapi.md §2: go-cs-bouncer refuses
         // both), so a key next to a certificate is ignored rather than an error.
         let api_key = if client_cert.is_some() { None } else { api_key };
-        let ca = pem(&raw.crowdsec_ca_cert_path, &raw.crowdsec_ca_cert_pem);
+        let ca = ca_src.and_then(|s| c.certificates(s)).unwrap_or_default();
         let insecure_skip_verify = c.boolean(
             &raw.crowdsec_insecure_skip_verify,
             "CROWDSEC_INSECURE_SKIP_VERIFY",
@@ -826,10 +1002,10 @@ impl Config {
         };
         let user = C::or_default(&raw.mikrotik_user, "MIKROTIK_USER").to_owned();
         let password = match C::value(&raw.mikrotik_pass) {
-            Some(p) => Secret::new(p),
+            Some(p) => SecretString::from(p),
             None => {
                 c.problem("MIKROTIK_PASS", "is required");
-                Secret::new("")
+                SecretString::default()
             }
         };
         let fingerprint = C::value(&raw.mikrotik_tls_fingerprint).and_then(|f| {
@@ -842,15 +1018,25 @@ impl Config {
             }
             parsed
         });
-        let router_ca = C::value(&raw.mikrotik_tls_ca).map(|t| {
-            if t.contains("-----BEGIN ") {
-                Pem::Inline(Secret::new(t))
+        let router_ca_set = C::value(&raw.mikrotik_tls_ca).is_some();
+        let router_ca = C::value(&raw.mikrotik_tls_ca).and_then(|t| {
+            let input = if t.contains("-----BEGIN ") {
+                PemInput::Inline(t)
             } else {
-                Pem::Path(PathBuf::from(t))
-            }
+                PemInput::Path(t)
+            };
+            c.certificates(PemSource {
+                var: "MIKROTIK_TLS_CA",
+                input,
+                secret: false,
+            })
         });
         let tls = match (tls_on, fingerprint, router_ca) {
-            (false, None, None) => None,
+            (false, _, _)
+                if C::value(&raw.mikrotik_tls_fingerprint).is_none() && !router_ca_set =>
+            {
+                None
+            }
             (false, _, _) => {
                 c.problem(
                     "MIKROTIK_TLS",
@@ -869,8 +1055,8 @@ impl Config {
             }
             (true, None, None) => {
                 // A silent "insecure" mode is exactly what the pin exists to avoid.
-                // An invalid fingerprint was reported above already.
-                if C::value(&raw.mikrotik_tls_fingerprint).is_none() {
+                // An invalid fingerprint or CA was reported above already.
+                if C::value(&raw.mikrotik_tls_fingerprint).is_none() && !router_ca_set {
                     c.problem(
                         "MIKROTIK_TLS",
                         "is true but neither MIKROTIK_TLS_FINGERPRINT nor MIKROTIK_TLS_CA is set; \
@@ -1078,7 +1264,10 @@ mod tests {
         assert_eq!(c.reconciliation_interval, Duration::from_secs(3600));
         assert_eq!(c.metrics, Some("0.0.0.0:2112".parse().unwrap()));
         assert!(!c.log.json);
-        assert_eq!(c.lapi.api_key.as_ref().unwrap().expose(), "k3y-s3cr3t");
+        assert_eq!(
+            secrecy::ExposeSecret::expose_secret(c.lapi.api_key.as_ref().unwrap()),
+            "k3y-s3cr3t"
+        );
     }
 
     #[test]
@@ -1123,7 +1312,7 @@ mod tests {
         let c = env(MINIMAL).unwrap();
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("s3cr3t"), "{dbg}");
-        assert!(dbg.contains("<redacted>"));
+        assert!(dbg.contains("REDACTED"));
     }
 
     #[test]
@@ -1203,25 +1392,106 @@ mod tests {
         );
     }
 
+    /// A self-signed EC certificate and its key (PEM), shared with crowdsec-lapi's tests.
+    const CERT_PEM: &str = include_str!("../../crowdsec-lapi/src/testdata/client.pem");
+    const KEY_PEM: &str = include_str!("../../crowdsec-lapi/src/testdata/client-key.pem");
+
+    fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
     #[test]
     fn client_certificate_replaces_the_api_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = write(&dir, "bouncer.pem", CERT_PEM);
+        let key = write(&dir, "bouncer-key.pem", KEY_PEM);
         let err = env(&[
             ("CROWDSEC_URL", "https://lapi:8080"),
-            ("CROWDSEC_CERT_PATH", "/certs/bouncer.pem"),
+            ("CROWDSEC_CERT_PATH", &cert),
             ("MIKROTIK_PASS", "x"),
         ])
         .unwrap_err();
         assert_eq!(err.problems[0].var, "CROWDSEC_KEY_PATH");
         let c = env(&[
             ("CROWDSEC_URL", "https://lapi:8080"),
-            ("CROWDSEC_CERT_PATH", "/certs/bouncer.pem"),
-            ("CROWDSEC_KEY_PATH", "/certs/bouncer-key.pem"),
+            ("CROWDSEC_CERT_PATH", &cert),
+            ("CROWDSEC_KEY_PATH", &key),
             ("CROWDSEC_BOUNCER_API_KEY", "ignored"),
             ("MIKROTIK_PASS", "x"),
         ])
         .unwrap();
         assert!(c.lapi.api_key.is_none());
+        assert_eq!(
+            c.lapi.client_cert.as_ref().map(|c| c.chain().len()),
+            Some(1)
+        );
+        // Inline PEM works the same way.
+        let c = env(&[
+            ("CROWDSEC_URL", "https://lapi:8080"),
+            ("CROWDSEC_CERT_PEM", CERT_PEM),
+            ("CROWDSEC_KEY_PEM", KEY_PEM),
+            ("CROWDSEC_CA_CERT_PEM", CERT_PEM),
+            ("MIKROTIK_PASS", "x"),
+        ])
+        .unwrap();
         assert!(c.lapi.client_cert.is_some());
+        assert_eq!(c.lapi.ca.len(), 1);
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains(&KEY_PEM[30..60]), "{dbg}");
+    }
+
+    #[test]
+    fn pem_problems_are_reported_at_configuration_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let two_keys = write(&dir, "two.pem", &format!("{KEY_PEM}{KEY_PEM}"));
+        let no_cert = write(&dir, "nocert.pem", KEY_PEM);
+        let missing = dir.path().join("missing.pem").display().to_string();
+        let err = env(&[
+            ("CROWDSEC_URL", "https://lapi:8080"),
+            ("CROWDSEC_CERT_PATH", &no_cert),
+            ("CROWDSEC_KEY_PATH", &two_keys),
+            ("CROWDSEC_CA_CERT_PATH", &missing),
+            ("MIKROTIK_PASS", "x"),
+            ("MIKROTIK_TLS", "true"),
+            (
+                "MIKROTIK_TLS_CA",
+                "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+            ),
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        for want in [
+            "CROWDSEC_CERT_PATH: file",
+            "holds no CERTIFICATE block",
+            "CROWDSEC_KEY_PATH: file",
+            "holds 2 private keys; expected exactly one",
+            "CROWDSEC_CA_CERT_PATH: file",
+            "cannot be read",
+            "MIKROTIK_TLS_CA: the PEM text is not valid PEM",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from {text}");
+        }
+        assert!(!text.contains("MIKROTIK_TLS:"), "{text}");
+        assert!(!text.contains(&KEY_PEM[30..60]), "{text}");
+    }
+
+    #[test]
+    fn a_key_that_does_not_fit_is_a_configuration_problem() {
+        // Valid PEM framing around bytes that are no key: caught before any connection.
+        let key =
+            "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXJrZXI=\n-----END PRIVATE KEY-----\n";
+        let err = env(&[
+            ("CROWDSEC_URL", "https://lapi:8080"),
+            ("CROWDSEC_CERT_PEM", CERT_PEM),
+            ("CROWDSEC_KEY_PEM", key),
+            ("MIKROTIK_PASS", "x"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert_eq!(err.problems[0].var, "CROWDSEC_KEY_PEM");
+        assert!(!err.to_string().contains("c2VjcmV0"), "{err}");
     }
 
     #[test]

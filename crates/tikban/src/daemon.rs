@@ -23,12 +23,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crowdsec_lapi::{
     Backoff, ChangeSet, CounterDeltas, DecisionCache, LapiClient, LapiConfig, MetricsOutcome,
-    PemSource,
 };
 use futures_util::StreamExt;
 use routeros_client::{Client, ClientConfig, Command, Error as RouterError, Query, Response};
 
-use crate::config::{Config, Pem, RouterTls};
+use crate::config::{Config, RouterTls};
 use crate::engine::{Engine, EngineConfig, Family, Op, Outcome, RouterId, RouterRow, Tally};
 use crate::metrics::{self, Health, Metrics};
 use crate::rostime;
@@ -89,33 +88,13 @@ fn policy_hint(message: &str) -> &'static str {
     }
 }
 
-fn pem(p: &Pem) -> PemSource {
-    match p {
-        Pem::Path(path) => PemSource::Path(path.clone()),
-        Pem::Inline(text) => PemSource::Inline(text.expose().to_owned()),
-    }
-}
-
-fn router_pem(p: &Pem) -> routeros_client::PemSource {
-    match p {
-        Pem::Path(path) => routeros_client::PemSource::Path(path.clone()),
-        Pem::Inline(text) => routeros_client::PemSource::Inline(text.expose().to_owned()),
-    }
-}
-
 /// The LAPI client settings from the configuration.
 pub fn lapi_config(config: &Config) -> LapiConfig {
     let l = &config.lapi;
     let mut c = LapiConfig::new(l.url.clone());
-    c.api_key = l
-        .api_key
-        .as_ref()
-        .map(|k| crowdsec_lapi::Secret::new(k.expose()));
-    if let Some((cert, key)) = &l.client_cert {
-        c.client_cert = Some(pem(cert));
-        c.client_key = Some(pem(key));
-    }
-    c.ca_cert = l.ca.as_ref().map(pem);
+    c.api_key = l.api_key.clone();
+    c.client_cert = l.client_cert.clone();
+    c.ca_certs = l.ca.clone();
     c.insecure_skip_verify = l.insecure_skip_verify;
     c.scopes = l.scopes.clone();
     c.origins = l.origins.clone();
@@ -129,11 +108,7 @@ pub fn lapi_config(config: &Config) -> LapiConfig {
 /// The router client settings from the configuration.
 pub fn router_config(config: &Config) -> ClientConfig {
     let r = &config.router;
-    let mut c = ClientConfig::new(
-        r.host.clone(),
-        r.user.clone(),
-        routeros_client::Secret::new(r.password.expose()),
-    );
+    let mut c = ClientConfig::new(r.host.clone(), r.user.clone(), r.password.clone());
     c.port = r.port;
     c.connect_timeout = r.connect_timeout;
     c.command_timeout = r.command_timeout;
@@ -141,7 +116,7 @@ pub fn router_config(config: &Config) -> ClientConfig {
     c.tls = r.tls.as_ref().map(|t| {
         routeros_client::TlsConfig::new(match t {
             RouterTls::Fingerprint(fp) => routeros_client::TlsTrust::Fingerprint(*fp),
-            RouterTls::Ca(p) => routeros_client::TlsTrust::Ca(router_pem(p)),
+            RouterTls::Ca(certs) => routeros_client::TlsTrust::Ca(certs.clone()),
         })
     });
     c
