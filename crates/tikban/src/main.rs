@@ -14,8 +14,10 @@ fn main() -> ExitCode {
             }
             "--help" | "-h" => {
                 print!("{}", help_text());
+                print!("{GUARD_HELP}");
                 ExitCode::SUCCESS
             }
+            "guard" => guard::main(args.collect()),
             other => {
                 eprintln!(
                     "tikban: unknown argument {other:?}; configuration comes from environment variables, see --help"
@@ -32,4 +34,74 @@ fn main() -> ExitCode {
         }
     };
     tikban::run(config)
+}
+
+/// The `--help` lines about the offline subcommand.
+const GUARD_HELP: &str = "\nOffline log replay (no router, no LAPI):\n  \
+     tikban guard replay [OPTIONS] FILE|-\n      \
+     runs guard's brute-force detectors over a RouterOS log file and prints the bans it would \
+     make; see tikban guard replay --help\n";
+
+/// `tikban guard …`: argument dispatch and the file or stdin; the replay itself is
+/// `tikban::guard::replay` (sans-IO apart from the reader and writer it is given).
+mod guard {
+    use std::io::{self, BufReader};
+    use std::process::ExitCode;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use tikban::guard::Timestamp;
+    use tikban::guard::replay::{self, Command, ReplayError};
+
+    pub fn main(args: Vec<String>) -> ExitCode {
+        let args = match replay::parse_args(&args) {
+            Ok(Command::Help) => {
+                print!("{}", replay::usage());
+                return ExitCode::SUCCESS;
+            }
+            Ok(Command::Replay(a)) => a,
+            Err(e) => {
+                eprintln!("tikban guard: {e} (see tikban guard replay --help)");
+                return ExitCode::from(2);
+            }
+        };
+        // Syslog times carry no year: the current one unless --year says otherwise.
+        let year = args.year.unwrap_or_else(|| {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            Timestamp::from_millis(now).date().year()
+        });
+        // A random hash key, so addresses in a file cannot be aimed at one probe chain of the
+        // source table. Detections do not depend on it.
+        let key: [u64; 2] = rand::random();
+        let stdout = io::stdout().lock();
+        let result = if args.path == "-" {
+            replay::run(io::stdin().lock(), stdout, args.settings, year, key)
+        } else {
+            match std::fs::File::open(&args.path) {
+                Ok(f) => replay::run(
+                    BufReader::with_capacity(64 * 1024, f),
+                    stdout,
+                    args.settings,
+                    year,
+                    key,
+                ),
+                Err(e) => {
+                    eprintln!("tikban guard: cannot open {:?}: {e}", args.path);
+                    return ExitCode::FAILURE;
+                }
+            }
+        };
+        match result {
+            Ok(_) => ExitCode::SUCCESS,
+            // `tikban guard replay … | head`: the reader went away; nothing more to say.
+            Err(ReplayError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tikban guard: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
 }
