@@ -47,6 +47,8 @@ pub struct SimConfig {
     pub tls_identity: Option<TlsIdentity>,
     /// How `/log/print` writes `time` (see [`LogTimeFormat`]).
     pub log_time: LogTimeFormat,
+    /// Whether trap messages carry RouterOS's numeric suffix (see [`TrapCodes`]).
+    pub trap_codes: TrapCodes,
     /// Entries the memory log keeps (the newest ones). RouterOS's default `memory` action keeps
     /// 1000 (`/system/logging/action` `memory-lines`, MikroTik manual "Log"); its range is
     /// 1..65535, and the sim clamps to it.
@@ -72,6 +74,7 @@ impl Default for SimConfig {
             seed: 0x7153,
             tls_identity: None,
             log_time: LogTimeFormat::Auto,
+            trap_codes: TrapCodes::Recorded,
             log_memory_lines: 1000,
         }
     }
@@ -117,6 +120,61 @@ impl SimConfig {
     pub(crate) fn parsed_version(&self) -> Version {
         Version::parse(&self.version)
     }
+}
+
+/// Trap texts with or without their numeric suffix.
+///
+/// RouterOS 7 appends a number to some messages: `invalid user name or password (6)` (go-routeros
+/// `TestLoginIncorrectPost643`; 6.47.6 and 6.49.14 traces in BenMenking/routeros-api issue 52 and
+/// akpw/mktxp issue 131), `not enough permissions (9)` (reported from 7.24 routers in public
+/// projects), `no such item (4)` (matched by public RouterOS 7 client code, e.g. DHCP-lease
+/// removal scripts; REST answers `failure: no such item (4)`). The same messages also appear
+/// without it (`no such item` in csrb and librouteros traces). Clients should accept both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrapCodes {
+    /// Each message in the form its public traces show: `invalid user name or password (6)`,
+    /// `not enough permissions (9)`, `no such item`.
+    #[default]
+    Recorded,
+    /// Every message whose number is known carries it: `no such item (4)`,
+    /// `invalid user name or password (6)`, `not enough permissions (9)`.
+    Numbered,
+    /// No message carries a number: `invalid user name or password`.
+    Bare,
+}
+
+impl TrapCodes {
+    /// Known numbers (see the type's doc for the sources).
+    const KNOWN: &'static [(&'static str, u32)] = &[
+        ("no such item", 4),
+        ("invalid user name or password", 6),
+        ("not enough permissions", 9),
+    ];
+
+    /// `message` as this mode writes it.
+    pub(crate) fn apply(self, message: &str) -> String {
+        let base = strip_code(message);
+        match self {
+            TrapCodes::Recorded => message.to_owned(),
+            TrapCodes::Bare => base.to_owned(),
+            TrapCodes::Numbered => match Self::KNOWN.iter().find(|(m, _)| *m == base) {
+                Some((m, code)) => format!("{m} ({code})"),
+                None => message.to_owned(),
+            },
+        }
+    }
+}
+
+/// `message` without a trailing ` (<digits>)`.
+fn strip_code(message: &str) -> &str {
+    if let Some(open) = message.rfind(" (")
+        && let Some(digits) = message[open + 2..].strip_suffix(')')
+        && !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        return &message[..open];
+    }
+    message
 }
 
 /// How `/log/print` writes an entry's `time`.
@@ -269,6 +327,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn trap_codes_add_or_strip_known_numbers() {
+        let n = TrapCodes::Numbered;
+        assert_eq!(n.apply("no such item"), "no such item (4)");
+        assert_eq!(n.apply("no such item (4)"), "no such item (4)");
+        assert_eq!(
+            n.apply("invalid user name or password (6)"),
+            "invalid user name or password (6)"
+        );
+        assert_eq!(
+            n.apply("not enough permissions (9)"),
+            "not enough permissions (9)"
+        );
+        assert_eq!(
+            n.apply("failure: already have such entry"),
+            "failure: already have such entry"
+        );
+        let b = TrapCodes::Bare;
+        assert_eq!(
+            b.apply("invalid user name or password (6)"),
+            "invalid user name or password"
+        );
+        assert_eq!(b.apply("no such item"), "no such item");
+        assert_eq!(b.apply("odd ()"), "odd ()");
+        assert_eq!(TrapCodes::Recorded.apply("no such item"), "no such item");
+    }
+
+    #[test]
     fn version_thresholds() {
         assert!(Version::parse("7.18").has_empty());
         assert!(Version::parse("7.20.1").has_empty());
@@ -280,6 +365,8 @@ mod tests {
         assert_eq!(Version::parse("7.9.2").date_style(), DateStyle::Legacy);
         assert_eq!(Version::parse("7.10").date_style(), DateStyle::Iso);
         assert!(!Version::parse("7.18.2").log_extra_info());
+        assert!(Version::parse("6.45.0").accepts_challenge_response());
+        assert!(!Version::parse("6.45.1").accepts_challenge_response());
         assert!(Version::parse("7.19").log_extra_info());
     }
 }

@@ -6,10 +6,12 @@
 //! login and its failures, tags and interleaving, `!empty` on 7.18+, `/cancel`, `/quit`, and the
 //! address-list semantics of §9 (normalisation, duplicates, timeout range, dynamic vs static).
 //! Behaviour the reference marks or leaves **unverified** is marked the same way where it is
-//! implemented, and listed in the README.
+//! implemented, and listed in the README; `tests/calibration.rs` replays public recordings of
+//! real routers against the sim (findings: `docs/reference/routeros-sim-calibration.md`).
 //!
 //! What it must **not** do: it is not a router. It never touches the host's network
-//! configuration, never resolves DNS-name entries, and models only these menus:
+//! configuration, never asks real DNS (DNS-name entries resolve through [`Sim::set_dns`]), and
+//! models only these menus:
 //! `/ip|ipv6/firewall/address-list`, `/ip|ipv6/firewall/filter|raw`, `/system/resource`,
 //! `/system/identity`, `/log`, `/user/active`, `/system/script` and `/file` (the last two only
 //! to count flash writes).
@@ -99,7 +101,7 @@ pub mod timefmt;
 mod tls;
 
 pub use clock::{ClockMode, SimClock};
-pub use config::{CostModel, LogTimeFormat, SimConfig, User};
+pub use config::{CostModel, LogTimeFormat, SimConfig, TrapCodes, User};
 pub use memlog::{LogEntry, NewLogEntry};
 pub use server::RunningSim;
 pub use sessions::{ActiveSession, NewActiveSession};

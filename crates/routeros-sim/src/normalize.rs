@@ -17,7 +17,8 @@ pub enum AddressKind {
     /// An IPv4 range that is not an exact prefix (`198.51.100.1-198.51.100.7`).
     Range,
     /// Anything else: the router keeps the text as a DNS name to resolve (§9 "silently stored as
-    /// a DNS name"). The sim never resolves it: it never touches the network.
+    /// a DNS name"). The sim resolves it only through the table tests set with
+    /// [`Sim::set_dns`](crate::Sim::set_dns); it never touches the network.
     DnsName,
 }
 

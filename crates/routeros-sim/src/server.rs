@@ -221,8 +221,21 @@ enum Out {
     Close { delay: Duration },
 }
 
-/// Commands that have not finished: seq → (tag, cancel flag).
-type Running = Arc<Mutex<HashMap<u64, (Option<Vec<u8>>, watch::Sender<bool>)>>>;
+/// Commands that have not finished, by sequence number.
+type Running = Arc<Mutex<HashMap<u64, RunningCmd>>>;
+
+/// A command that has not finished.
+struct RunningCmd {
+    tag: Option<Vec<u8>>,
+    /// Set by `/cancel`.
+    cancel: watch::Sender<bool>,
+    /// The `!done` of each `/cancel` aimed at this command, to send after its `!trap` (see
+    /// [`cancel`]). Shared by every command one `/cancel` hits: the first to end sends it.
+    acks: Vec<CancelAck>,
+}
+
+/// A `/cancel`'s `!done`, sent once.
+type CancelAck = Arc<Mutex<Option<Sentence>>>;
 
 /// The session's login, copied out of the executor so the connection can log the logout.
 type LoginSlot = Arc<Mutex<Option<LoginRecord>>>;
@@ -285,21 +298,23 @@ where
                     let queued = match Request::parse(&sentence) {
                         Err(_) => {
                             // Not a command word: answer like an unknown command.
-                            let r = Replier::new(None);
+                            let r = Replier::new(None).with_codes(shared.config.trap_codes);
                             let trap = Trap::new(Some(0), "no such command prefix");
                             let _ = out_tx.send(batch(&shared, arrived, r.trap_done(&trap)));
                             None
                         }
                         Ok(req) if req.path == b"/cancel" && logged_in.load(Ordering::Acquire) => {
-                            cancel(&running, &req);
-                            let r = Replier::new(req.tag.clone());
-                            let _ = out_tx.send(batch(&shared, arrived, vec![r.done()]));
+                            let done = Replier::new(req.tag.clone()).done();
+                            if let Some(done) = cancel(&running, &req, done) {
+                                let _ = out_tx.send(batch(&shared, arrived, vec![done]));
+                            }
                             None
                         }
                         Ok(req) => {
                             seq += 1;
                             let (flag, cancel) = watch::channel(false);
-                            lock(&running).insert(seq, (req.tag.clone(), flag));
+                            let cmd = RunningCmd { tag: req.tag.clone(), cancel: flag, acks: Vec::new() };
+                            lock(&running).insert(seq, cmd);
                             Some(Queued { req, seq, arrived, cancel, drop_after })
                         }
                     };
@@ -345,14 +360,51 @@ fn batch(shared: &Shared, arrived: Instant, sentences: Vec<Sentence>) -> Out {
 }
 
 /// `/cancel`: flags the command with `=tag=X`, or every running command without it (§5).
-/// Cancelling an unknown or finished tag just gets `!done` (**unverified**).
-fn cancel(running: &Running, req: &Request) {
+///
+/// The `/cancel`'s own `!done` goes out between the cancelled command's `!trap` and its
+/// `!done`, as recorded (librouteros `docs/api_analysis.rst`, "Canceling listen": `!trap
+/// .tag=10 … interrupted`, `!done .tag=20`, `!done .tag=10`; "Canceling fetch" likewise with an
+/// untagged `/cancel`): it is handed to the targets, and the first one to end sends it. With no
+/// target it is returned to send at once (cancelling an unknown or finished tag just gets
+/// `!done`, **unverified**).
+fn cancel(running: &Running, req: &Request, done: Sentence) -> Option<Sentence> {
     let target = req.attributes.get("tag");
-    for (tag, flag) in lock(running).values() {
-        if target.is_none_or(|t| tag.as_deref() == Some(t)) {
-            flag.send_replace(true);
+    let ack: CancelAck = Arc::new(Mutex::new(Some(done)));
+    let mut hit = false;
+    for cmd in lock(running).values_mut() {
+        if target.is_none_or(|t| cmd.tag.as_deref() == Some(t)) {
+            cmd.cancel.send_replace(true);
+            cmd.acks.push(ack.clone());
+            hit = true;
         }
     }
+    if hit { None } else { lock(&ack).take() }
+}
+
+/// Forgets a finished command; returns the `/cancel` `!done`s it still has to send.
+fn finish(running: &Running, seq: u64) -> Vec<Sentence> {
+    let Some(cmd) = lock(running).remove(&seq) else {
+        return Vec::new();
+    };
+    cmd.acks.iter().filter_map(|a| lock(a).take()).collect()
+}
+
+/// `!trap interrupted`, the pending `/cancel` `!done`s, `!empty` (streams on 7.18+, §3
+/// [WIRE-7.24]), then `!done`.
+fn interrupted_end(
+    shared: &Shared,
+    r: &Replier,
+    running: &Running,
+    seq: u64,
+    stream: bool,
+) -> Vec<Sentence> {
+    let mut end = vec![r.trap(&Trap::interrupted())];
+    end.extend(finish(running, seq));
+    if stream && shared.version.has_empty() {
+        end.push(r.empty());
+    }
+    end.push(r.done());
+    end
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -381,7 +433,7 @@ async fn executor(
             mut cancel,
             drop_after,
         } = q;
-        let r = Replier::new(req.tag.clone());
+        let r = Replier::new(req.tag.clone()).with_codes(shared.config.trap_codes);
         let cancelled = |c: &watch::Receiver<bool>| *c.borrow();
         let outcome: Option<Outcome> = 'run: {
             if *stall.borrow() {
@@ -424,16 +476,18 @@ async fn executor(
                 *slot = session.login.clone();
             }
         }
-        let mut finished = true;
         let mut close = false;
         match outcome {
             None => {
-                let _ = out.send(batch(&shared, arrived, r.trap_done(&Trap::interrupted())));
+                let end = interrupted_end(&shared, &r, &running, seq, false);
+                let _ = out.send(batch(&shared, arrived, end));
             }
-            Some(Outcome::Reply(s)) => {
+            Some(Outcome::Reply(mut s)) => {
+                s.extend(finish(&running, seq));
                 let _ = out.send(batch(&shared, arrived, s));
             }
-            Some(Outcome::Close(s, delay)) => {
+            Some(Outcome::Close(mut s, delay)) => {
+                s.extend(finish(&running, seq));
                 let _ = out.send(batch(&shared, arrived, s));
                 let _ = out.send(Out::Close { delay });
                 close = true;
@@ -442,7 +496,9 @@ async fn executor(
                 while streams.try_join_next().is_some() {}
                 if streams.len() >= MAX_STREAMS {
                     let trap = Trap::new(Some(category::API), "too many running commands");
-                    let _ = out.send(batch(&shared, arrived, r.trap_done(&trap)));
+                    let mut s = r.trap_done(&trap);
+                    s.extend(finish(&running, seq));
+                    let _ = out.send(batch(&shared, arrived, s));
                 } else {
                     let _ = out.send(batch(&shared, arrived, initial));
                     streams.spawn(run_stream(
@@ -453,12 +509,8 @@ async fn executor(
                         running.clone(),
                         seq,
                     ));
-                    finished = false;
                 }
             }
-        }
-        if finished {
-            lock(&running).remove(&seq);
         }
         if drop_after {
             drop_now.notify_one();
@@ -473,8 +525,8 @@ async fn executor(
     streams.abort_all();
 }
 
-/// A stream (`print =follow=`, `=follow-only=`): sends changes until cancelled; then `!trap
-/// interrupted`, `!empty` (7.18+), `!done` (§3 [WIRE-7.24]).
+/// A stream (`print =follow=`, `=follow-only=`, `listen`): sends changes until cancelled; then
+/// `!trap interrupted`, the `/cancel`'s `!done`, `!empty` (7.18+), `!done` ([`interrupted_end`]).
 ///
 /// It wakes when its table changes, when the sim clock is advanced, and (real-time clock) when
 /// the next address-list entry expires, so an expiry shows as `.dead` without waiting for an
@@ -517,12 +569,8 @@ async fn run_stream(
             let _ = out.send(batch(&shared, Instant::now(), rows));
         }
     }
-    let mut end = stream.replier.trap_done(&Trap::interrupted());
-    if shared.version.has_empty() {
-        end.insert(1, stream.replier.empty());
-    }
+    let end = interrupted_end(&shared, &stream.replier, &running, seq, true);
     let _ = out.send(batch(&shared, Instant::now(), end));
-    lock(&running).remove(&seq);
 }
 
 async fn writer<W: AsyncWrite>(

@@ -1,6 +1,7 @@
 //! [`Sim`]: the shared router state plus the test controls (clock, faults, inspection,
 //! transcript).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,7 +81,10 @@ impl Sim {
                     dynamic: e.dynamic,
                     comment: e.comment.clone(),
                     disabled: e.disabled,
-                    creation_time: timefmt::format_calendar(sh.clock.wall(e.created_at)),
+                    creation_time: timefmt::format_date_time(
+                        sh.clock.wall(e.created_at),
+                        sh.version.date_style(),
+                    ),
                 })
                 .collect()
         })
@@ -93,6 +97,37 @@ impl Sim {
         sh.with_state(|s| cmd::address_list::insert(sh, s, family, entry, false))
             .map(format_id)
             .map_err(|t| SimError { message: t.message })
+    }
+
+    /// Sets what the router's resolver answers for `name` (no real DNS is ever asked): an
+    /// address-list entry whose `address` is `name` gets one dynamic child entry per address of
+    /// its family, commented with the name. Entries already holding `name` are resolved again
+    /// at once; an empty `addresses` forgets the name (their children go). At most 1024 names
+    /// and 64 addresses per name are kept; more are refused.
+    pub fn set_dns(&self, name: &str, addresses: &[IpAddr]) -> Result<(), SimError> {
+        const MAX_NAMES: usize = 1024;
+        const MAX_ADDRESSES: usize = 64;
+        if addresses.len() > MAX_ADDRESSES {
+            return Err(SimError {
+                message: format!("at most {MAX_ADDRESSES} addresses per name"),
+            });
+        }
+        let now = self.shared.clock.now();
+        self.shared.with_state(|s| {
+            if addresses.is_empty() {
+                s.dns.remove(name);
+            } else {
+                if !s.dns.contains_key(name) && s.dns.len() >= MAX_NAMES {
+                    return Err(SimError {
+                        message: format!("at most {MAX_NAMES} names"),
+                    });
+                }
+                s.dns.insert(name.to_owned(), addresses.to_vec());
+            }
+            s.purge(now);
+            s.resync_name(name, now);
+            Ok(())
+        })
     }
 
     /// Removes an entry by `.id`; false if it did not exist.

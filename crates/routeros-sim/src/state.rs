@@ -5,8 +5,10 @@
 //! from `print` and from inspection without a background sweeper.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::config::Version;
 use crate::memlog::LogBuffer;
 use crate::query::Props;
 use crate::sessions::ActiveSessions;
@@ -146,6 +148,10 @@ pub(crate) struct StoredEntry {
     pub comment: Option<String>,
     pub disabled: bool,
     pub created_at: Duration,
+    /// `address` is a DNS name: the entry has resolved children (see [`State::sync_dns`]).
+    pub dns: bool,
+    /// Set on a child: the DNS-name entry it was resolved from.
+    pub parent: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -189,8 +195,17 @@ pub(crate) struct State {
     /// Sim time of the last (re)boot: uptime is `now - boot_at`.
     pub boot_at: Duration,
     entries: [BTreeMap<u64, StoredEntry>; 2],
-    /// (list, address) → id, for the duplicate check (§9).
+    /// (list, address) → id of the *enabled* entry, for the duplicate check (§9). A disabled
+    /// entry does not block an enabled one with the same address: a recorded print lists
+    /// `13 X list=azeazeaze address=192.168.3.0/24` and `14 D list=azeazeaze
+    /// address=192.168.3.0/24 … timeout=4m52s`, the dynamic one added 19 s after the disabled
+    /// one (networktocode/ntc-templates `tests/mikrotik_routeros/ip_firewall_address-list_print_terse`).
+    /// Whether a *disabled* add may duplicate an enabled entry is **unverified** (refused here).
     index: [HashMap<(String, String), u64>; 2],
+    /// DNS-name entry id → its resolved children, per family.
+    children: [BTreeMap<u64, Vec<u64>>; 2],
+    /// The resolver the tests control: name → addresses ([`crate::Sim::set_dns`]).
+    pub dns: BTreeMap<String, Vec<IpAddr>>,
     /// (expires_at, family index, id).
     expiry: BTreeSet<(Duration, usize, u64)>,
     pub rules: Vec<StoredRule>,
@@ -234,6 +249,8 @@ impl State {
             boot_at: Duration::ZERO,
             entries: [BTreeMap::new(), BTreeMap::new()],
             index: [HashMap::new(), HashMap::new()],
+            children: [BTreeMap::new(), BTreeMap::new()],
+            dns: BTreeMap::new(),
             expiry: BTreeSet::new(),
             rules: Vec::new(),
             scripts: Vec::new(),
@@ -292,9 +309,14 @@ impl State {
     /// Inserts a validated, normalised entry; the caller checked for duplicates.
     pub(crate) fn insert_entry(&mut self, family: Family, entry: StoredEntry) {
         let fam = family.index();
-        self.index[fam].insert((entry.list.clone(), entry.address.clone()), entry.id);
+        if !entry.disabled {
+            self.index[fam].insert((entry.list.clone(), entry.address.clone()), entry.id);
+        }
         if let Some(at) = entry.expires_at {
             self.expiry.insert((at, fam, entry.id));
+        }
+        if let Some(parent) = entry.parent {
+            self.children[fam].entry(parent).or_default().push(entry.id);
         }
         self.entries[fam].insert(entry.id, entry);
         self.gens.lists += 1;
@@ -304,20 +326,118 @@ impl State {
         self.remove_entry_at(family.index(), id)
     }
 
+    /// Removes an entry and, for a DNS-name entry, its resolved children.
     fn remove_entry_at(&mut self, fam: usize, id: u64) -> Option<StoredEntry> {
+        let e = self.remove_one(fam, id)?;
+        for child in self.children[fam].remove(&id).unwrap_or_default() {
+            self.remove_one(fam, child);
+        }
+        Some(e)
+    }
+
+    fn remove_one(&mut self, fam: usize, id: u64) -> Option<StoredEntry> {
         let e = self.entries[fam].remove(&id)?;
-        self.index[fam].remove(&(e.list.clone(), e.address.clone()));
+        let key = (e.list.clone(), e.address.clone());
+        if self.index[fam].get(&key) == Some(&id) {
+            self.index[fam].remove(&key);
+        }
         if let Some(at) = e.expires_at {
             self.expiry.remove(&(at, fam, id));
+        }
+        if let Some(parent) = e.parent
+            && let Some(kids) = self.children[fam].get_mut(&parent)
+        {
+            kids.retain(|k| *k != id);
         }
         self.gens.lists += 1;
         Some(e)
     }
 
-    /// Replaces an entry (after `set`), keeping the indexes right.
-    pub(crate) fn replace_entry(&mut self, family: Family, entry: StoredEntry) {
-        self.remove_entry(family, entry.id);
+    /// Replaces an entry (after `set`), keeping the indexes and its children right.
+    pub(crate) fn replace_entry(&mut self, family: Family, entry: StoredEntry, now: Duration) {
+        let fam = family.index();
+        let kids = self.children[fam].remove(&entry.id).unwrap_or_default();
+        for child in kids {
+            self.remove_one(fam, child);
+        }
+        self.remove_one(fam, entry.id);
+        let id = entry.id;
         self.insert_entry(family, entry);
+        self.sync_dns(family, id, now);
+    }
+
+    /// Brings the resolved children of DNS-name entry `id` in line with the resolver: one
+    /// dynamic child per address of the family, in the same list, with the name as its comment
+    /// (MikroTik manual, Address-lists, as cited for this project: a DNS name in `address` is
+    /// resolved and the router adds dynamic entries for the addresses it returns, commented with
+    /// the name; `docs/reference/routeros-sim-calibration.md` §3). Children follow the parent's
+    /// `disabled` and go with it; they have no timeout of their own (a router follows the DNS
+    /// TTL). An address the list already holds gets no child, and a disabled parent's children
+    /// are disabled: both **unverified**. A name the resolver does not know gets none.
+    pub(crate) fn sync_dns(&mut self, family: Family, id: u64, now: Duration) {
+        let fam = family.index();
+        let Some(parent) = self.entries[fam].get(&id).filter(|e| e.dns).cloned() else {
+            return;
+        };
+        let wanted: Vec<String> = self
+            .dns
+            .get(&parent.address)
+            .into_iter()
+            .flatten()
+            .filter_map(|ip| match (family, ip) {
+                (Family::V4, IpAddr::V4(a)) => Some(a.to_string()),
+                (Family::V6, IpAddr::V6(a)) => Some(format!("{a}/128")),
+                _ => None,
+            })
+            .collect();
+        let kids = self.children[fam].get(&id).cloned().unwrap_or_default();
+        for child in kids {
+            let stale = self.entries[fam]
+                .get(&child)
+                .is_none_or(|c| !wanted.contains(&c.address));
+            if stale {
+                self.remove_one(fam, child);
+            }
+        }
+        for address in wanted {
+            let have = self.children[fam].get(&id).is_some_and(|kids| {
+                kids.iter().any(|k| {
+                    self.entries[fam]
+                        .get(k)
+                        .is_some_and(|c| c.address == address)
+                })
+            });
+            if have || self.find(family, &parent.list, &address).is_some() {
+                continue;
+            }
+            let child = StoredEntry {
+                id: self.alloc_id(),
+                list: parent.list.clone(),
+                address,
+                expires_at: None,
+                dynamic: true,
+                comment: Some(parent.address.clone()),
+                disabled: parent.disabled,
+                created_at: now,
+                dns: false,
+                parent: Some(id),
+            };
+            self.insert_entry(family, child);
+        }
+    }
+
+    /// Re-resolves every DNS-name entry that uses `name` (after the resolver changed).
+    pub(crate) fn resync_name(&mut self, name: &str, now: Duration) {
+        for family in [Family::V4, Family::V6] {
+            let ids: Vec<u64> = self
+                .entries(family)
+                .filter(|e| e.dns && e.address == name)
+                .map(|e| e.id)
+                .collect();
+            for id in ids {
+                self.sync_dns(family, id, now);
+            }
+        }
     }
 
     /// Router reboot: dynamic entries vanish, counters reset, ids keep counting.
@@ -330,6 +450,11 @@ impl State {
                 .collect();
             for id in dynamic {
                 self.remove_entry(fam, id);
+            }
+            // Static DNS-name entries survive and resolve again.
+            let names: Vec<u64> = self.entries(fam).filter(|e| e.dns).map(|e| e.id).collect();
+            for id in names {
+                self.sync_dns(fam, id, now);
             }
         }
         for r in &mut self.rules {
@@ -361,20 +486,22 @@ pub fn parse_id(text: &str) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
-/// Print properties of an address-list entry, in the router's order.
+/// Print properties of an address-list entry, in the router's order. `creation-time` is in the
+/// version's date style ([`timefmt::DateStyle`]).
 pub(crate) fn entry_props(
     e: &StoredEntry,
     now: Duration,
-    v7: bool,
+    version: Version,
     wall: impl Fn(Duration) -> std::time::SystemTime,
 ) -> Props {
+    let v7 = version.v7_durations();
     let mut p: Props = vec![
         (".id".into(), format_id(e.id)),
         ("list".into(), e.list.clone()),
         ("address".into(), e.address.clone()),
         (
             "creation-time".into(),
-            timefmt::format_calendar(wall(e.created_at)),
+            timefmt::format_date_time(wall(e.created_at), version.date_style()),
         ),
     ];
     if let Some(at) = e.expires_at {
@@ -445,6 +572,8 @@ mod tests {
             comment: None,
             disabled: false,
             created_at: Duration::ZERO,
+            dns: false,
+            parent: None,
         }
     }
 

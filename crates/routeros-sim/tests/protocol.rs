@@ -433,10 +433,10 @@ async fn normalisation_over_the_wire() {
 }
 
 #[tokio::test]
-async fn remove_takes_comma_lists_and_traps_missing_ids() {
+async fn remove_takes_comma_lists_and_stops_at_a_missing_id() {
     let (sim, server) = serve(SimConfig::default()).await;
     let mut c = Conn::admin(&server).await;
-    for i in 1..=3 {
+    for i in 1..=4 {
         add(&mut c, "l", &format!("192.0.2.{i}"), Some("1h")).await;
     }
     let r = c.call(&[&format!("{AL}/remove"), "=.id=*1,*3"]).await;
@@ -446,16 +446,19 @@ async fn remove_takes_comma_lists_and_traps_missing_ids() {
         .into_iter()
         .map(|e| e.id)
         .collect();
-    assert_eq!(left, ["*2"]);
+    assert_eq!(left, ["*2", "*4"]);
     let r = c.call(&[&format!("{AL}/remove"), "=numbers=*1"]).await;
     assert_trap(&r, "no such item");
-    let r = c.call(&[&format!("{AL}/remove"), "=.id=*2,*99"]).await;
+    // MikroTik manual: the items before the missing one are removed, then the trap; the rest
+    // stays.
+    let r = c.call(&[&format!("{AL}/remove"), "=.id=*2,*99,*4"]).await;
     assert_trap(&r, "no such item");
-    assert_eq!(
-        sim.all_entries(Family::V4).len(),
-        1,
-        "nothing removed when an id is missing"
-    );
+    let left: Vec<String> = sim
+        .all_entries(Family::V4)
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(left, ["*4"]);
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use routeros_proto::{Request, category};
 
 use super::print::{PrintOpts, Source, Stream, listen, one_shot};
 use super::{Outcome, Replier, Trap, attr, check_params, ids};
-use crate::normalize::normalize;
+use crate::normalize::{AddressKind, normalize};
 use crate::query::Props;
 use crate::shared::Shared;
 use crate::state::{Family, NewEntry, State, StoredEntry, entry_props, format_id, parse_bool};
@@ -73,9 +73,11 @@ pub(crate) fn insert(
 ) -> Result<u64, Trap> {
     let now = shared.clock.now();
     s.purge(now);
-    let address = normalize(family, &new.address)
-        .map_err(|m| Trap::new(Some(category::ARGUMENT_VALUE), m))?
-        .text;
+    let normalized = normalize(family, &new.address)
+        .map_err(|m| Trap::new(Some(category::ARGUMENT_VALUE), m))?;
+    let dns = normalized.kind == AddressKind::DnsName;
+    let address = normalized.text;
+    // Only an enabled entry blocks the same address (see `State` `index`).
     if s.find(family, &new.list, &address).is_some() {
         return Err(Trap::duplicate());
     }
@@ -95,8 +97,11 @@ pub(crate) fn insert(
             comment: new.comment,
             disabled: new.disabled,
             created_at: now,
+            dns,
+            parent: None,
         },
     );
+    s.sync_dns(family, id, now);
     // §9 "Persistence": an entry without timeout or `dynamic=yes` is saved to flash.
     if count && !dynamic {
         s.persistent_writes += 1;
@@ -127,11 +132,11 @@ fn print(shared: &Shared, family: Family, req: &Request, r: &Replier) -> Result<
 /// Current entries as print rows.
 pub(crate) fn snapshot(shared: &Shared, family: Family) -> Vec<(u64, Props)> {
     let now = shared.clock.now();
-    let v7 = shared.version.v7_durations();
+    let version = shared.version;
     shared.with_state(|s| {
         s.purge(now);
         s.entries(family)
-            .map(|e| (e.id, entry_props(e, now, v7, |t| shared.clock.wall(t))))
+            .map(|e| (e.id, entry_props(e, now, version, |t| shared.clock.wall(t))))
             .collect()
     })
 }
@@ -161,14 +166,10 @@ fn set(shared: &Shared, family: Family, req: &Request, r: &Replier) -> Result<Ou
                 e.list = list;
             }
             if let Some(addr) = attr(req, "address") {
-                e.address = normalize(family, &addr)
-                    .map_err(|m| Trap::new(Some(category::ARGUMENT_VALUE), m))?
-                    .text;
-            }
-            if let Some(found) = s.find(family, &e.list, &e.address)
-                && found != e.id
-            {
-                return Err(Trap::duplicate());
+                let n = normalize(family, &addr)
+                    .map_err(|m| Trap::new(Some(category::ARGUMENT_VALUE), m))?;
+                e.dns = n.kind == AddressKind::DnsName;
+                e.address = n.text;
             }
             if let Some(t) = timeout {
                 // Setting a timeout on a static entry makes it dynamic (**unverified**).
@@ -185,7 +186,15 @@ fn set(shared: &Shared, family: Family, req: &Request, r: &Replier) -> Result<Ou
             if let Some(d) = disabled {
                 e.disabled = d;
             }
-            s.replace_entry(family, e);
+            // The result may not duplicate another enabled entry (§9; disabled ones never
+            // collide, see `State` `index`).
+            if !e.disabled
+                && let Some(found) = s.find(family, &e.list, &e.address)
+                && found != e.id
+            {
+                return Err(Trap::duplicate());
+            }
+            s.replace_entry(family, e, now);
             if was_static {
                 s.persistent_writes += 1;
             }
@@ -201,19 +210,17 @@ fn remove(shared: &Shared, family: Family, req: &Request, r: &Replier) -> Result
     let now = shared.clock.now();
     shared.with_state(|s| {
         s.purge(now);
-        // A missing id in a list traps `no such item` and removes nothing: the real outcome is
-        // **unverified** (§5 "Batch remove").
-        if ids.iter().any(|id| s.entry(family, *id).is_none()) {
-            return Err(Trap::no_such_item());
-        }
-        for id in &ids {
-            if let Some(e) = s.remove_entry(family, *id)
-                && !e.dynamic
-            {
-                s.persistent_writes += 1;
+        // Items go in list order until one is missing, which traps `no such item` and leaves
+        // the rest: the earlier ones stay removed (see `super::remove_in_order`).
+        super::remove_in_order(&ids, |id| match s.remove_entry(family, id) {
+            Some(e) => {
+                if !e.dynamic {
+                    s.persistent_writes += 1;
+                }
+                true
             }
-        }
-        Ok(())
+            None => false,
+        })
     })?;
     Ok(Outcome::Reply(vec![r.done()]))
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use routeros_proto::{Request, Sentence, category};
 
-use crate::config::User;
+use crate::config::{TrapCodes, User};
 use crate::query::Props;
 use crate::shared::Shared;
 use crate::state::{Family, Table, parse_id};
@@ -75,23 +75,38 @@ impl Trap {
 
 /// Builds reply sentences carrying the command's `.tag` (§5: every reply of a tagged command
 /// carries it; untagged commands get untagged replies).
+///
+/// The `.tag` word comes right after the reply word, as routers send it: `!re .tag=10 =.id=*A`,
+/// `!trap .tag=10 =category=2 =message=interrupted` (librouteros `docs/api_analysis.rst`),
+/// `!empty .tag=19936` (7.19.3 bytes in ferrohd/mikrotik-rs issue 29), `[b'!empty', b'.tag=5']`
+/// (socialwifi/RouterOS-api issue 102). Word order carries no meaning (§2); this is fidelity.
 #[derive(Debug, Clone)]
 pub(crate) struct Replier {
     tag: Option<Vec<u8>>,
+    codes: TrapCodes,
 }
 
 impl Replier {
     pub(crate) fn new(tag: Option<Vec<u8>>) -> Self {
-        Self { tag }
+        Self {
+            tag,
+            codes: TrapCodes::Recorded,
+        }
+    }
+
+    /// Writes trap messages in `codes` form ([`TrapCodes`]).
+    pub(crate) fn with_codes(mut self, codes: TrapCodes) -> Self {
+        self.codes = codes;
+        self
     }
 
     fn sentence(&self, kind: &str, attrs: &[(&str, &str)]) -> Sentence {
         let mut s = Sentence::new(vec![kind.as_bytes().to_vec()]);
-        for (k, v) in attrs {
-            s.push(format!("={k}={v}").into_bytes());
-        }
         if let Some(tag) = &self.tag {
             s.push([&b".tag="[..], tag].concat());
+        }
+        for (k, v) in attrs {
+            s.push(format!("={k}={v}").into_bytes());
         }
         s
     }
@@ -118,13 +133,19 @@ impl Replier {
 
     /// `!trap` then `!done` (§3: a trap is followed by `!done` for the same command).
     pub(crate) fn trap_done(&self, trap: &Trap) -> Vec<Sentence> {
+        vec![self.trap(trap), self.done()]
+    }
+
+    /// The `!trap` alone, message in this replier's [`TrapCodes`] form.
+    pub(crate) fn trap(&self, trap: &Trap) -> Sentence {
         let cat = trap.category.map(|c| c.to_string());
+        let message = self.codes.apply(&trap.message);
         let mut attrs = Vec::new();
         if let Some(c) = &cat {
             attrs.push(("category", c.as_str()));
         }
-        attrs.push(("message", trap.message.as_str()));
-        vec![self.sentence("!trap", &attrs), self.done()]
+        attrs.push(("message", message.as_str()));
+        self.sentence("!trap", &attrs)
     }
 
     /// `!fatal` with a bare reason word and no `.tag` (§3).
@@ -230,7 +251,7 @@ pub(crate) fn is_write(path: &[u8]) -> bool {
 /// Runs one command. Called in arrival order per connection.
 pub(crate) fn execute(shared: &Shared, session: &mut Session, req: &Request) -> Outcome {
     let path = String::from_utf8_lossy(&req.path).into_owned();
-    let r = Replier::new(req.tag.clone());
+    let r = Replier::new(req.tag.clone()).with_codes(shared.config.trap_codes);
     shared.with_state(|s| *s.stats.commands.entry(path.clone()).or_default() += 1);
 
     match path.as_str() {
@@ -340,6 +361,23 @@ pub(crate) fn ids(req: &Request) -> Result<Vec<u64>, Trap> {
     text.split(',')
         .map(|t| parse_id(t.trim()).ok_or_else(Trap::no_such_item))
         .collect()
+}
+
+/// Removes `ids` in the order given with `remove_one` (false: no such item) until one is
+/// missing; that one traps `no such item`, and the items before it stay removed. "Removes up to
+/// the missing one, then traps" is the MikroTik manual's account of a multi-item `remove` as
+/// cited for this project (`docs/reference/routeros-sim-calibration.md` §3; §5 of
+/// `routeros-api.md` had it **unverified**, and no recording shows it yet).
+pub(crate) fn remove_in_order(
+    ids: &[u64],
+    mut remove_one: impl FnMut(u64) -> bool,
+) -> Result<(), Trap> {
+    for id in ids {
+        if !remove_one(*id) {
+            return Err(Trap::no_such_item());
+        }
+    }
+    Ok(())
 }
 
 /// Attribute as text (lossy: words are bytes, §7).

@@ -135,11 +135,19 @@ pub(crate) fn run(
             check_params(req, &[".id", "numbers"])?;
             let ids = ids(req)?;
             shared.with_state(|s| {
-                positions(s, family, table, &ids)?;
-                s.rules.retain(|x| !ids.contains(&x.id));
-                s.persistent_writes += 1;
-                s.gens.rules += 1;
-                Ok(())
+                super::remove_in_order(&ids, |id| {
+                    let Some(at) = s
+                        .rules
+                        .iter()
+                        .position(|x| x.id == id && x.family == family && x.table == table)
+                    else {
+                        return false;
+                    };
+                    s.rules.remove(at);
+                    s.persistent_writes += 1;
+                    s.gens.rules += 1;
+                    true
+                })
             })?;
             Ok(Outcome::Reply(vec![r.done()]))
         }

@@ -42,13 +42,15 @@ pub(crate) fn script(
             check_params(req, &[".id", "numbers"])?;
             let ids = ids(req)?;
             shared.with_state(|s| {
-                if ids.iter().any(|id| !s.scripts.iter().any(|x| x.id == *id)) {
-                    return Err(Trap::no_such_item());
-                }
-                s.scripts.retain(|x| !ids.contains(&x.id));
-                s.persistent_writes += 1;
-                s.gens.scripts += 1;
-                Ok(())
+                super::remove_in_order(&ids, |id| {
+                    let Some(at) = s.scripts.iter().position(|x| x.id == id) else {
+                        return false;
+                    };
+                    s.scripts.remove(at);
+                    s.persistent_writes += 1;
+                    s.gens.scripts += 1;
+                    true
+                })
             })?;
             Ok(Outcome::Reply(vec![r.done()]))
         }

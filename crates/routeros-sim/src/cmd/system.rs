@@ -8,6 +8,12 @@ use crate::query::Props;
 use crate::shared::Shared;
 use crate::timefmt;
 
+/// The fields and order of a recorded RB5009 on 7.18.2 (networktocode/ntc-templates
+/// `tests/mikrotik_routeros/system_resource_print/mikrotik_routeros_system_resource_print_6.raw`),
+/// with the API's unit-less values: bytes, MHz and percent as bare numbers (MikroTik manual,
+/// "REST API" example: `"cpu-frequency":"1200"`, `"cpu-load":"1"`, `"free-memory":"1503133696"`).
+/// `write-sect-*` and `bad-blocks` are that sample's constants; they do not follow the sim's
+/// flash writes (see [`crate::Sim::persistent_writes`] for those).
 pub(crate) fn resource(
     shared: &Shared,
     verb: &str,
@@ -40,6 +46,9 @@ pub(crate) fn resource(
         p("cpu-load", "1"),
         p("free-hdd-space", "872415232"),
         p("total-hdd-space", "1073741824"),
+        p("write-sect-since-reboot", "40"),
+        p("write-sect-total", "315102"),
+        p("bad-blocks", "0"),
         p("architecture-name", &cfg.architecture),
         p("board-name", &cfg.board_name),
         p("platform", "MikroTik"),
