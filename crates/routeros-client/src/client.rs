@@ -19,32 +19,8 @@ use crate::config::ClientConfig;
 use crate::conn::{self, Msg, Shared, Sink, StreamEvent, StreamItem};
 use crate::error::{ConnectError, Error};
 use crate::mux::{Kind, MuxStats, Tag};
+use crate::response::Response;
 use crate::tls;
-
-/// The outcome of a command run with [`Client::execute`]: every `!re` row, then the `!done`
-/// attributes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Response {
-    /// The `!re` rows in arrival order (none after `!empty`).
-    pub rows: Vec<Attributes>,
-    /// The attributes of `!done` (e.g. `=ret=` after `add`).
-    pub done: Attributes,
-}
-
-impl Response {
-    /// `=ret=`: the new `.id` after `add`, the count after `count-only`. Taken from `!done`, or
-    /// from the first row (`count-only` may put it in an `!re`, `routeros-api.md` §6).
-    pub fn ret(&self) -> Option<&[u8]> {
-        self.done
-            .get("ret")
-            .or_else(|| self.rows.first().and_then(|r| r.get("ret")))
-    }
-
-    /// [`Response::ret`] as text, if UTF-8.
-    pub fn ret_str(&self) -> Option<&str> {
-        self.ret().and_then(|r| std::str::from_utf8(r).ok())
-    }
-}
 
 /// A connection to one router. Cheap to clone; every clone shares the connection, its window
 /// and its driver task. The connection closes on [`Client::quit`], on any connection loss, or

@@ -25,9 +25,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use crate::client::Response;
 use crate::error::{Error, LostReason};
 use crate::mux::{Event, Kind, Mux, MuxStats, Tag, Traps};
+use crate::response::Response;
 
 /// Size of one socket read.
 const READ_CHUNK: usize = 16 * 1024;

@@ -86,9 +86,10 @@ mod config;
 mod conn;
 mod error;
 pub mod mux;
+mod response;
 mod tls;
 
-pub use client::{Client, PendingResponse, Response, RowStream};
+pub use client::{Client, PendingResponse, RowStream};
 pub use config::{
     ClientConfig, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PORT,
     DEFAULT_STREAM_BUFFER, DEFAULT_TLS_PORT, DEFAULT_WINDOW, FingerprintError, TlsConfig, TlsTrust,
@@ -96,6 +97,7 @@ pub use config::{
 };
 pub use error::{ConnectError, Error, LostReason};
 pub use mux::{MuxStats, Tag};
+pub use response::Response;
 pub use secrecy::SecretString;
 
 pub use routeros_proto::{

@@ -11,7 +11,6 @@
 pub mod config;
 pub mod daemon;
 pub mod engine;
-pub mod guard;
 pub mod http;
 pub mod metrics;
 pub mod rostime;
@@ -83,22 +82,75 @@ async fn async_main(config: config::Config) -> ExitCode {
 }
 
 fn init_logging(log: &config::LogSettings) {
-    use tracing_subscriber::EnvFilter;
-    // Our crates at the configured level; dependencies one step quieter at most (warn), so
-    // `debug` does not flood the router's 1000-line log with hyper internals.
-    let filter = EnvFilter::new(format!(
-        "warn,tikban={0},crowdsec_lapi={0},routeros_client={0}",
-        log.level
-    ));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::{LevelFilter, filter_fn};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    // Our crates at the configured level; dependencies at warn, so `debug` does not flood the
+    // router's 1000-line log with hyper internals.
+    let ours = match log.level.as_str() {
+        "error" => LevelFilter::ERROR,
+        "warn" => LevelFilter::WARN,
+        "debug" => LevelFilter::DEBUG,
+        "trace" => LevelFilter::TRACE,
+        _ => LevelFilter::INFO,
+    };
+    let dependencies = LevelFilter::WARN;
+    let filter = filter_fn(move |meta| {
+        let max = if is_ours(meta.target()) {
+            ours
+        } else {
+            dependencies
+        };
+        *meta.level() <= max
+    })
+    .with_max_level_hint(ours.max(dependencies));
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stdout)
         .with_ansi(false)
         .with_target(false);
-    if log.json {
-        builder.json().init();
+    let layer = if log.json {
+        layer.json().with_filter(filter).boxed()
     } else {
-        builder.init();
+        layer.with_filter(filter).boxed()
+    };
+    tracing_subscriber::registry().with(layer).init();
+}
+
+/// True for events of tikban's own crates (`tikban`, `crowdsec_lapi`, `routeros_client`, and
+/// their modules), which log at `LOG_LEVEL`.
+fn is_ours(target: &str) -> bool {
+    ["tikban", "crowdsec_lapi", "routeros_client"]
+        .iter()
+        .any(|c| {
+            target
+                .strip_prefix(c)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+        })
+}
+
+#[cfg(test)]
+mod logging_tests {
+    #[test]
+    fn our_crates_and_their_modules_are_ours_and_nothing_else() {
+        for t in [
+            "tikban",
+            "tikban::driver",
+            "crowdsec_lapi::client",
+            "routeros_client",
+        ] {
+            assert!(super::is_ours(t), "{t}");
+        }
+        for t in [
+            "hyper",
+            "hyper::proto",
+            "tikban_tests",
+            "rustls::client",
+            "routeros_sim",
+        ] {
+            assert!(!super::is_ours(t), "{t}");
+        }
     }
 }
 
