@@ -11,6 +11,7 @@
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod guard;
 pub mod http;
 pub mod metrics;
 pub mod rostime;
