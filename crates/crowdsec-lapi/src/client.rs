@@ -14,16 +14,17 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::cache::Batch;
+use crate::batch::Batch;
 use crate::config::{ConfigError, LapiConfig, tls_config};
 use crate::decision::Interner;
 use crate::metrics::UsageMetrics;
 use crate::stream_parser::{DecisionStream, ParseError, StreamEvent, StreamParser, StreamStats};
+use crate::text::{MAX_PEER_TEXT, peer_text, redact_url};
 
 /// A request to LAPI failed. The caller keeps its previous state and retries with a
 /// backoff (the daemon owns the retry policy). Messages never contain the API key.
@@ -46,6 +47,17 @@ pub enum LapiError {
         /// The error.
         source: std::io::Error,
     },
+    /// The whole poll did not finish by the deadline its caller gave
+    /// ([`LapiClient::poll`]): a stalled, trickling or endless response. The connection was
+    /// dropped and the next poll is a startup snapshot.
+    #[error(
+        "LAPI poll did not finish by its deadline ({after:?} after it started); the connection \
+         was dropped and nothing of the response was applied"
+    )]
+    Deadline {
+        /// Time from the start of the poll to the deadline.
+        after: Duration,
+    },
     /// A phase took longer than its limit.
     #[error("LAPI {phase} timed out after {after:?}")]
     Timeout {
@@ -67,7 +79,8 @@ pub enum LapiError {
         expected: u16,
         /// The status received.
         status: u16,
-        /// LAPI's `message`, or the start of the body (≤ 256 bytes).
+        /// LAPI's `message`, or the start of the body: at most 256 characters, control characters
+        /// escaped, any occurrence of the API key replaced by `<redacted>`.
         message: String,
     },
     /// The stream body is malformed or truncated: nothing from it was applied.
@@ -113,14 +126,24 @@ pub struct LapiClient {
     base_path: String,
     tls: Option<(TlsConnector, rustls_pki_types::ServerName<'static>)>,
     api_key: Option<HeaderValue>,
+    /// The key as text, only to redact it from error bodies that echo it.
+    api_key_text: Option<SecretString>,
     user_agent: HeaderValue,
     filter_query: String,
     types: Vec<String>,
     connect_timeout: Duration,
     request_timeout: Duration,
     max_element: usize,
+    max_body: u64,
+    max_decisions: u64,
+    /// An idle kept-alive connection: present only between complete exchanges, so a request
+    /// abandoned midway (an error, a deadline, a dropped future) can never leave a half-read
+    /// response on it.
     conn: Option<SendRequest<Full<Bytes>>>,
+    /// Labels decoded from the body (origins, scenarios, types).
     interner: Interner,
+    /// Labels derived for the batch (`lists:<scenario>`).
+    labels: Interner,
     needs_startup: bool,
     metrics_supported: bool,
 }
@@ -157,7 +180,7 @@ impl LapiClient {
     /// Checks the configuration and prepares TLS. Does not connect.
     pub fn new(cfg: LapiConfig) -> Result<Self, ConfigError> {
         let invalid = |reason: &str| ConfigError::InvalidUrl {
-            url: cfg.url.clone(),
+            url: redact_url(&cfg.url),
             reason: reason.into(),
         };
         let uri: http::Uri = cfg
@@ -199,7 +222,7 @@ impl LapiClient {
         let has_cert = cfg.client_cert.is_some();
         if has_cert && !https {
             return Err(ConfigError::CertNeedsHttps {
-                url: cfg.url.clone(),
+                url: redact_url(&cfg.url),
             });
         }
         if !has_cert && cfg.api_key.is_none() {
@@ -274,7 +297,13 @@ impl LapiClient {
             filter_query.push('=');
             encode_query_value(&items.join(","), &mut filter_query);
         }
+        let api_key_text = if api_key.is_some() {
+            cfg.api_key.clone()
+        } else {
+            None
+        };
         Ok(LapiClient {
+            api_key_text,
             host,
             port,
             host_header,
@@ -291,8 +320,11 @@ impl LapiClient {
             connect_timeout: cfg.connect_timeout,
             request_timeout: cfg.request_timeout,
             max_element: cfg.max_element_bytes,
+            max_body: cfg.max_body_bytes,
+            max_decisions: cfg.max_decisions,
             conn: None,
             interner: Interner::default(),
+            labels: Interner::default(),
             needs_startup: true,
             metrics_supported: true,
         })
@@ -312,61 +344,116 @@ impl LapiClient {
 
     /// Polls the stream and returns the whole response as a compact [`Batch`]: `deleted` and
     /// `new` decisions, canonicalised, `new` filtered by decision type. Returns `Ok` only after
-    /// the body parsed to its end; a failed or truncated response is an `Err` and nothing of it
-    /// can reach the cache.
-    pub async fn poll(&mut self) -> Result<Batch, LapiError> {
+    /// the body parsed to its end; a failed, truncated or capped response is an `Err` and nothing
+    /// of it can reach the cache.
+    ///
+    /// `deadline` bounds the whole poll: connecting, the response headers and the entire body.
+    /// A stalled, trickling or endless body ends with [`LapiError::Deadline`] at `deadline`; the
+    /// connection is dropped and the next poll is a startup snapshot. Give a deadline long enough
+    /// for the largest snapshot expected (a 100k snapshot is ~14 MB,
+    /// `docs/reference/crowdsec-lapi.md` §6).
+    ///
+    /// **Cancel safety**: dropping the future before it completes (a `select!` with a shutdown
+    /// signal, a caller's own timeout) leaves the client usable: the connection in use is dropped
+    /// with the future, nothing of the response is kept, the filters are untouched, and the next
+    /// poll is a startup snapshot (as after any failed poll).
+    pub async fn poll(&mut self, deadline: tokio::time::Instant) -> Result<Batch, LapiError> {
         let startup = self.needs_startup;
+        // Cleared only once a whole response is in hand: a failed, timed-out or dropped poll
+        // leaves the next one a snapshot (1.4.6 advances the cursor before writing the body, §3).
+        self.needs_startup = true;
+        let started = tokio::time::Instant::now();
+        let batch = match tokio::time::timeout_at(deadline, self.poll_batch(startup)).await {
+            Ok(result) => result?,
+            Err(_) => {
+                self.conn = None;
+                return Err(LapiError::Deadline {
+                    after: deadline.saturating_duration_since(started),
+                });
+            }
+        };
+        self.needs_startup = false;
+        let stats = batch.stats();
+        tracing::debug!(
+            startup,
+            new = stats.new,
+            deleted = stats.deleted,
+            skipped = stats.skipped,
+            oversized = stats.oversized,
+            bytes = stats.bytes,
+            "LAPI stream polled"
+        );
+        Ok(batch)
+    }
+
+    async fn poll_batch(&mut self, startup: bool) -> Result<Batch, LapiError> {
+        let (mut body, sender) = self.stream_request(startup).await?;
+        let parser = self.parser();
+        let LapiClient {
+            interner,
+            labels,
+            types,
+            request_timeout,
+            ..
+        } = self;
         let mut batch = Batch::new(startup);
-        let mut interner = std::mem::take(&mut self.interner);
-        let types = std::mem::take(&mut self.types);
-        let result = self
-            .poll_each(startup, &mut |ev| match ev {
-                StreamEvent::Deleted(d) => batch.push_deleted(d),
-                StreamEvent::New(d) => {
-                    if types.is_empty()
-                        || types
-                            .iter()
-                            .any(|t| d.kind.as_str().eq_ignore_ascii_case(t))
-                    {
-                        batch.push_new(d, &mut interner);
-                    } else {
-                        batch.count_filtered();
-                    }
+        let mut sink = |ev| match ev {
+            StreamEvent::Deleted(d) => batch.push_deleted(d),
+            StreamEvent::New(d) => {
+                if types.is_empty()
+                    || types
+                        .iter()
+                        .any(|t| d.kind.as_str().eq_ignore_ascii_case(t))
+                {
+                    batch.push_new(d, labels);
+                } else {
+                    batch.count_filtered();
                 }
-            })
-            .await;
-        self.interner = interner;
-        self.types = types;
-        match result {
-            Ok(stats) => {
-                self.needs_startup = false;
-                batch.set_stats(stats);
-                tracing::debug!(
-                    startup,
-                    new = stats.new,
-                    deleted = stats.deleted,
-                    skipped = stats.skipped,
-                    bytes = stats.bytes,
-                    "LAPI stream polled"
-                );
-                Ok(batch)
             }
-            Err(e) => {
-                self.needs_startup = true;
-                Err(e)
-            }
-        }
+        };
+        let stats = read_stream(&mut body, parser, *request_timeout, interner, &mut sink).await?;
+        batch.set_stats(stats);
+        // The exchange is complete: the connection may carry the next request.
+        self.conn = Some(sender);
+        Ok(batch)
     }
 
     /// The streaming primitive under [`poll`](Self::poll): `sink` sees every decoded element as
     /// the body arrives, unfiltered, before the response is known to be complete. A caller using
     /// it directly must buffer and apply only after `Ok` (as `poll` does). Does not change the
-    /// startup/delta mode.
+    /// startup/delta mode, and has no overall deadline of its own (wrap it in one).
     pub async fn poll_each(
         &mut self,
         startup: bool,
         sink: &mut impl FnMut(StreamEvent),
     ) -> Result<StreamStats, LapiError> {
+        let (mut body, sender) = self.stream_request(startup).await?;
+        let parser = self.parser();
+        let stats = read_stream(
+            &mut body,
+            parser,
+            self.request_timeout,
+            &mut self.interner,
+            sink,
+        )
+        .await?;
+        self.conn = Some(sender);
+        Ok(stats)
+    }
+
+    fn parser(&self) -> StreamParser {
+        StreamParser::new(self.max_element)
+            .with_max_body(self.max_body)
+            .with_max_elements(self.max_decisions)
+    }
+
+    /// Sends the stream request and checks the status and the announced length. On success
+    /// returns the body and the connection, which goes back to `self.conn` only once the body
+    /// has been read to its end.
+    async fn stream_request(
+        &mut self,
+        startup: bool,
+    ) -> Result<(hyper::body::Incoming, SendRequest<Full<Bytes>>), LapiError> {
         let path = format!(
             "{}/v1/decisions/stream?{}{}",
             self.base_path,
@@ -377,12 +464,16 @@ impl LapiClient {
             },
             self.filter_query
         );
-        let resp = self.send(Method::GET, &path, Bytes::new(), true).await?;
+        let (resp, sender) = self.send(Method::GET, &path, Bytes::new(), true).await?;
         let status = resp.status();
+        let length = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
         let mut body = resp.into_body();
         if status != StatusCode::OK {
-            let message = self.read_error_body(&mut body).await;
-            self.conn = None;
+            let (message, _) = self.read_error_body(&mut body).await;
             return Err(LapiError::Status {
                 endpoint: "/v1/decisions/stream",
                 expected: 200,
@@ -390,47 +481,28 @@ impl LapiClient {
                 message,
             });
         }
-        let mut interner = std::mem::take(&mut self.interner);
-        let result = async {
-            let mut stream =
-                DecisionStream::with_parser(StreamParser::new(self.max_element), &mut interner);
-            loop {
-                let frame = match tokio::time::timeout(self.request_timeout, body.frame()).await {
-                    Err(_) => {
-                        return Err(LapiError::Timeout {
-                            phase: "response body",
-                            after: self.request_timeout,
-                        });
-                    }
-                    Ok(None) => break,
-                    Ok(Some(f)) => f?,
-                };
-                if let Ok(data) = frame.into_data() {
-                    stream.feed(&data, sink)?;
-                }
-            }
-            Ok(stream.finish()?)
+        if length.is_some_and(|l| l > self.max_body) {
+            return Err(LapiError::Parse(ParseError::BodyTooLarge {
+                max: self.max_body,
+            }));
         }
-        .await;
-        self.interner = interner;
-        if result.is_err() {
-            self.conn = None;
-        }
-        result
+        Ok((body, sender))
     }
 
     /// `GET /health` (no auth, leaves the stream cursor alone): `Ok` on 200.
     pub async fn health(&mut self) -> Result<(), LapiError> {
-        let resp = self
+        let (resp, sender) = self
             .send(Method::GET, "/health", Bytes::new(), false)
             .await?;
         let status = resp.status();
         let mut body = resp.into_body();
-        let message = self.read_error_body(&mut body).await;
+        let (message, ended) = self.read_error_body(&mut body).await;
         if status == StatusCode::OK {
+            if ended {
+                self.conn = Some(sender);
+            }
             Ok(())
         } else {
-            self.conn = None;
             Err(LapiError::Status {
                 endpoint: "/health",
                 expected: 200,
@@ -449,12 +521,20 @@ impl LapiClient {
             return Ok(MetricsOutcome::Unsupported);
         }
         let path = format!("{}/v1/usage-metrics", self.base_path);
-        let resp = self
+        let (resp, sender) = self
             .send(Method::POST, &path, Bytes::from(metrics.to_json()), true)
             .await?;
         let status = resp.status();
         let mut body = resp.into_body();
-        let message = self.read_error_body(&mut body).await;
+        let (message, ended) = self.read_error_body(&mut body).await;
+        if ended
+            && matches!(
+                status,
+                StatusCode::CREATED | StatusCode::OK | StatusCode::NOT_FOUND
+            )
+        {
+            self.conn = Some(sender);
+        }
         match status {
             StatusCode::CREATED | StatusCode::OK => Ok(MetricsOutcome::Sent),
             StatusCode::NOT_FOUND => {
@@ -464,29 +544,33 @@ impl LapiClient {
                 self.metrics_supported = false;
                 Ok(MetricsOutcome::Unsupported)
             }
-            _ => {
-                self.conn = None;
-                Err(LapiError::Status {
-                    endpoint: "/v1/usage-metrics",
-                    expected: 201,
-                    status: status.as_u16(),
-                    message,
-                })
-            }
+            _ => Err(LapiError::Status {
+                endpoint: "/v1/usage-metrics",
+                expected: 201,
+                status: status.as_u16(),
+                message,
+            }),
         }
     }
 
     // === internals ===
 
-    /// Reads at most a few KiB of an error body and extracts LAPI's `message`.
-    async fn read_error_body(&self, body: &mut hyper::body::Incoming) -> String {
+    /// Reads at most a few KiB of a body and extracts LAPI's `message`, made safe to print
+    /// (escaped, bounded, the API key redacted). The flag is true when the body ended.
+    async fn read_error_body(&self, body: &mut hyper::body::Incoming) -> (String, bool) {
+        const MAX: usize = 4096;
         let mut buf = Vec::new();
-        while buf.len() < 4096 {
+        let mut ended = false;
+        while buf.len() < MAX {
             match tokio::time::timeout(self.request_timeout, body.frame()).await {
                 Ok(Some(Ok(f))) => {
                     if let Ok(d) = f.into_data() {
-                        buf.extend_from_slice(&d[..d.len().min(4096 - buf.len())]);
+                        buf.extend_from_slice(&d[..d.len().min(MAX - buf.len())]);
                     }
+                }
+                Ok(None) => {
+                    ended = true;
+                    break;
                 }
                 _ => break,
             }
@@ -499,11 +583,13 @@ impl LapiClient {
             Ok(e) => e.message,
             Err(_) => String::from_utf8_lossy(&buf).into_owned(),
         };
-        let mut end = text.len().min(256);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text[..end].to_owned()
+        (self.peer(&text), ended)
+    }
+
+    /// Text from LAPI made safe for an error or a log line.
+    fn peer(&self, text: &str) -> String {
+        let key = self.api_key_text.as_ref().map(|k| k.expose_secret());
+        peer_text(text, key, MAX_PEER_TEXT)
     }
 
     async fn send(
@@ -512,7 +598,13 @@ impl LapiClient {
         path: &str,
         body: Bytes,
         auth: bool,
-    ) -> Result<http::Response<hyper::body::Incoming>, LapiError> {
+    ) -> Result<
+        (
+            http::Response<hyper::body::Incoming>,
+            SendRequest<Full<Bytes>>,
+        ),
+        LapiError,
+    > {
         let is_post = method == Method::POST;
         let mut builder = Request::builder()
             .method(method)
@@ -537,8 +629,9 @@ impl LapiClient {
                 message: format!("cannot build a request for path {path:?}"),
             })?;
 
-        // Reuse the kept-alive connection unless the server closed it; on any error it is
-        // dropped (not put back) and the next request reconnects.
+        // Reuse the kept-alive connection unless the server closed it. It is handed back to the
+        // caller, which returns it to `self.conn` only after reading the whole response; on any
+        // error it is dropped and the next request reconnects.
         let mut sender = match self.conn.take() {
             Some(c) if !c.is_closed() => c,
             _ => self.connect().await?,
@@ -548,10 +641,7 @@ impl LapiClient {
             sender.send_request(req).await
         };
         match tokio::time::timeout(self.request_timeout, sent).await {
-            Ok(Ok(resp)) => {
-                self.conn = Some(sender);
-                Ok(resp)
-            }
+            Ok(Ok(resp)) => Ok((resp, sender)),
             Ok(Err(e)) => Err(LapiError::Http(e)),
             Err(_) => Err(LapiError::Timeout {
                 phase: "response headers",
@@ -607,6 +697,34 @@ impl LapiClient {
             }),
         }
     }
+}
+
+/// Reads a stream body into `sink` through a capped parser. Each wait for the next chunk is
+/// bounded by `gap`.
+async fn read_stream(
+    body: &mut hyper::body::Incoming,
+    parser: StreamParser,
+    gap: Duration,
+    interner: &mut Interner,
+    sink: &mut impl FnMut(StreamEvent),
+) -> Result<StreamStats, LapiError> {
+    let mut stream = DecisionStream::with_parser(parser, interner);
+    loop {
+        let frame = match tokio::time::timeout(gap, body.frame()).await {
+            Err(_) => {
+                return Err(LapiError::Timeout {
+                    phase: "response body",
+                    after: gap,
+                });
+            }
+            Ok(None) => break,
+            Ok(Some(f)) => f?,
+        };
+        if let Ok(data) = frame.into_data() {
+            stream.feed(&data, sink)?;
+        }
+    }
+    Ok(stream.finish()?)
 }
 
 #[cfg(test)]

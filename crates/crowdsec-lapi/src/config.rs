@@ -94,9 +94,31 @@ pub struct LapiConfig {
     /// Version for the `User-Agent: tikban/v<version>` header (LAPI wants exactly `type/version`,
     /// `crowdsec-lapi.md` §2), without the `v`.
     pub version: String,
-    /// Cap on one decision element in the stream body.
+    /// Cap on one decision element in the stream body, counting only the fields tikban keeps
+    /// (`docs/reference/crowdsec-lapi.md` §5): a larger element is skipped and counted in
+    /// [`StreamStats::oversized`](crate::StreamStats::oversized), the rest of the body applies.
     pub max_element_bytes: usize,
+    /// Cap on one stream response body. Past it the poll fails and nothing is applied.
+    ///
+    /// The default, 512 MiB, admits a 1,000,000-decision startup snapshot with room to spare:
+    /// about 138 B per decision on 1.4.6 and 185 B with `uuid` on ≥ 1.5
+    /// (`docs/reference/crowdsec-lapi.md` §6), so 1,000,000 × 185 B ≈ 185 MB ≈ 176 MiB, about
+    /// a third of the cap. The body is parsed as it streams, so the cap bounds time and traffic,
+    /// not memory.
+    pub max_body_bytes: u64,
+    /// Cap on the decisions (`new` and `deleted` elements together) in one response. Past it the
+    /// poll fails and nothing is applied.
+    ///
+    /// The default, 2,000,000, is twice the 1,000,000-decision snapshot the body cap is sized for;
+    /// it bounds the [`Batch`](crate::Batch), which holds every decision of a response (about
+    /// 48 B each) until it is applied.
+    pub max_decisions: u64,
 }
+
+/// Default [`LapiConfig::max_body_bytes`]: 512 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 512 * 1024 * 1024;
+/// Default [`LapiConfig::max_decisions`].
+pub const DEFAULT_MAX_DECISIONS: u64 = 2_000_000;
 
 impl LapiConfig {
     /// Defaults: scopes `ip,range`, types `ban`, connect 10 s, request 30 s, this crate's version.
@@ -116,6 +138,8 @@ impl LapiConfig {
             request_timeout: Duration::from_secs(30),
             version: env!("CARGO_PKG_VERSION").into(),
             max_element_bytes: crate::StreamParser::DEFAULT_MAX_ELEMENT,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_decisions: DEFAULT_MAX_DECISIONS,
         }
     }
 
@@ -131,9 +155,9 @@ impl LapiConfig {
 #[non_exhaustive]
 pub enum ConfigError {
     /// The URL does not parse.
-    #[error("LAPI url {url:?} is invalid: {reason}")]
+    #[error("LAPI url \"{url}\" is invalid: {reason}")]
     InvalidUrl {
-        /// The URL given.
+        /// The URL given, with any user-info redacted ([`redact_url`](crate::redact_url)).
         url: String,
         /// What is wrong.
         reason: String,
@@ -148,9 +172,9 @@ pub enum ConfigError {
     #[error("no LAPI credentials: set an API key or a client certificate and key")]
     NoCredentials,
     /// mTLS over plain HTTP.
-    #[error("a client certificate needs an https:// LAPI url, got {url:?}")]
+    #[error("a client certificate needs an https:// LAPI url, got \"{url}\"")]
     CertNeedsHttps {
-        /// The URL given.
+        /// The URL given, with any user-info redacted.
         url: String,
     },
     /// The API key cannot be an HTTP header value (the key itself is not shown).

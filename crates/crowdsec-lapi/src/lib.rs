@@ -10,10 +10,11 @@
 //!
 //! # Main types
 //! - [`LapiClient`] (I/O, tokio + hyper + rustls): [`poll`](LapiClient::poll) returns a [`Batch`]
-//!   only once the whole body parsed; [`health`](LapiClient::health);
+//!   only once the whole body parsed, within a deadline the caller gives; [`health`](LapiClient::health);
 //!   [`push_usage_metrics`](LapiClient::push_usage_metrics). Configured by [`LapiConfig`].
 //! - [`StreamParser`] / [`DecisionStream`] (sans-IO): incremental body parser, one element buffered
-//!   at a time, bad elements counted and skipped.
+//!   at a time (its used fields only), bad and oversized elements counted and skipped, caps on
+//!   the body and the decisions per response.
 //! - [`Decision`], [`Value`], [`GoDuration`], [`Label`] (sans-IO): the canonical model.
 //! - [`DecisionCache`] (sans-IO, time passed in): per-value decision ids and expiry;
 //!   [`apply`](DecisionCache::apply) and [`expire`](DecisionCache::expire) return a [`ChangeSet`].
@@ -71,6 +72,7 @@
 #![forbid(unsafe_code)]
 
 mod backoff;
+mod batch;
 mod cache;
 mod client;
 mod config;
@@ -78,13 +80,15 @@ mod decision;
 mod duration;
 mod metrics;
 mod stream_parser;
+mod text;
 mod value;
 
 #[cfg(feature = "test-harness")]
 pub mod testing;
 
 pub use backoff::{Backoff, BackoffError};
-pub use cache::{ActiveCount, Batch, BatchAdd, Change, ChangeSet, DecisionCache};
+pub use batch::{Batch, BatchAdd};
+pub use cache::{ActiveCount, Change, ChangeSet, DecisionCache};
 pub use client::{LapiClient, LapiError, MetricsOutcome};
 pub use config::{ClientCert, ConfigError, LapiConfig};
 pub use decision::{Decision, Deletion, ElementError, Interner, Label};
@@ -94,8 +98,9 @@ pub use metrics::{
     UsageMetrics,
 };
 pub use stream_parser::{
-    DecisionStream, ParseError, Section, StreamEvent, StreamParser, StreamStats,
+    DecisionStream, OversizedElement, ParseError, Section, StreamEvent, StreamParser, StreamStats,
 };
+pub use text::redact_url;
 pub use value::{Value, ValueError};
 
 /// Entry points for the fuzz targets (`fuzz/`). Not a stable API.

@@ -2,18 +2,38 @@
 //!
 //! A 100k-decision startup snapshot is ~14 MB of JSON (`crowdsec-lapi.md` §6), so the body is
 //! never held whole. [`StreamParser`] is a hand-written scanner for the top-level object and its
-//! `new`/`deleted` arrays: it is fed byte chunks as they arrive and hands out each array element's
-//! bytes as soon as the element is complete. Only one element is buffered at a time, and that
-//! buffer is capped ([`StreamParser::DEFAULT_MAX_ELEMENT`]): an oversized element is an error, not
-//! an allocation. [`DecisionStream`] sits on top and decodes elements into [`StreamEvent`]s.
+//! `new`/`deleted` arrays: it is fed byte chunks as they arrive and hands out each array element
+//! as soon as the element is complete. [`DecisionStream`] sits on top and decodes elements into
+//! [`StreamEvent`]s.
+//!
+//! # Memory
+//!
+//! Only one element is buffered at a time, and only the fields tikban uses: `id` and `value`,
+//! plus `duration`, `origin`, `scenario` and `type` in `new`. The contents of every other field
+//! (`uuid`, `scope`, `until`, `simulated`, anything a future LAPI adds) are scanned and dropped
+//! as they stream by, so they never count toward the per-element cap
+//! ([`StreamParser::DEFAULT_MAX_ELEMENT`]). An element whose kept fields still exceed the cap
+//! (LAPI 1.4.6 accepts `cscli decisions add --reason <17 KB>`, and the reason becomes the
+//! decision's `scenario`) is **skipped**: its bytes are discarded while they stream, it is
+//! counted in [`StreamStats::oversized`] (with its id and value in
+//! [`StreamStats::first_oversized`] when they were seen), and the rest of the body applies. A
+//! field name that is escaped or longer than any tikban uses is treated as unused.
+//!
+//! Two caps bound a whole response: body bytes ([`StreamParser::with_max_body`]) and elements
+//! ([`StreamParser::with_max_elements`]). Past either the response is an error and nothing of it
+//! may be applied.
 //!
 //! Accepted shapes (§4): keys in any order, `null`, `[]`, or a missing key; unknown top-level keys
 //! are skipped without buffering. 1.4.6 sends `{"deleted":null,"new":null}`; 1.7.8 chunked mode
-//! sends `new` before `deleted` (so callers must buffer and apply deletes first).
+//! sends `new` before `deleted` (so callers must buffer and apply deletes first). Brackets must
+//! match; the values of dropped fields are checked for structure (strings, brackets, literal
+//! characters) but not decoded.
 //!
 //! Sans-IO: no sockets, no clock.
 
 use crate::decision::{Decision, Decoded, Deletion, Interner, decode_deleted, decode_new};
+use crate::text::{MAX_PEER_TEXT, peer_text};
+use crate::value::Value;
 
 /// Which array an element came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +44,8 @@ pub enum Section {
     Deleted,
 }
 
-/// The body is not a well-formed stream response. The caller must keep its previous state.
+/// The body is not a well-formed stream response, or breaks a cap. The caller must keep its
+/// previous state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ParseError {
@@ -46,14 +67,6 @@ pub enum ParseError {
         /// Body length.
         offset: u64,
     },
-    /// One array element exceeded the per-element cap.
-    #[error("decision element at byte {offset} is larger than the {max}-byte limit")]
-    ElementTooLarge {
-        /// The cap.
-        max: usize,
-        /// Offset where the element started.
-        offset: u64,
-    },
     /// Nesting deeper than any decision needs.
     #[error("nesting deeper than {max} at byte {offset}")]
     TooDeep {
@@ -68,8 +81,20 @@ pub enum ParseError {
     MalformedElement {
         /// Offset where the element started.
         offset: u64,
-        /// serde_json's description.
+        /// What is wrong (escaped and bounded: it may quote the body).
         message: String,
+    },
+    /// The body is larger than [`StreamParser::with_max_body`] allows.
+    #[error("stream body exceeds the {max}-byte limit; nothing of it was applied")]
+    BodyTooLarge {
+        /// The cap.
+        max: u64,
+    },
+    /// The body holds more elements than [`StreamParser::with_max_elements`] allows.
+    #[error("stream body holds more than {max} decisions; nothing of it was applied")]
+    TooManyDecisions {
+        /// The cap.
+        max: u64,
     },
 }
 
@@ -110,8 +135,60 @@ enum KeyKind {
     Other,
 }
 
+/// Where the scanner is inside an element that is an object: its own fields, at depth 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    /// After `{`: a field name or `}`.
+    FirstKey,
+    /// After `,`: a field name.
+    Key,
+    /// Inside a field name.
+    InKey,
+    /// After a field name: `:`.
+    Colon,
+    /// After `:`: the first byte of the value.
+    ValueStart,
+    /// Inside the value.
+    InValue,
+    /// After a value: `,` or `}`.
+    AfterValue,
+}
+
+/// Which small side buffer a field value also goes to (for reporting a skipped element).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    None,
+    Id,
+    Value,
+}
+
+/// What one structural byte did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Track {
+    Other,
+    StringEnd,
+    Close,
+}
+
 const MAX_DEPTH: u32 = 64;
 const MAX_KEY: usize = 16;
+/// Longest field name tikban uses (`scenario`, `duration`).
+const MAX_FIELD_KEY: usize = 8;
+/// Bytes of `id` and `value` remembered for an oversized element's report.
+const MAX_SIDE: usize = 64;
+
+/// An element skipped because its kept fields exceed the per-element cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OversizedElement {
+    /// The array it was in.
+    pub section: Section,
+    /// Offset where it started in the body.
+    pub offset: u64,
+    /// Its `id`, when the field was seen and is a number.
+    pub id: Option<i64>,
+    /// Its `value`, when the field was seen and is an IP address or network.
+    pub value: Option<Value>,
+}
 
 /// The incremental scanner. Feed chunks with [`feed`](Self::feed), then call
 /// [`finish`](Self::finish) at end of body.
@@ -119,6 +196,8 @@ const MAX_KEY: usize = 16;
 pub struct StreamParser {
     state: State,
     max_element: usize,
+    max_body: u64,
+    max_elements: u64,
     offset: u64,
     key: Vec<u8>,
     key_overflow: bool,
@@ -126,18 +205,52 @@ pub struct StreamParser {
     current_key: KeyKind,
     /// The array being read, if any.
     section: Option<Section>,
-    /// Element (or skipped value) scanning.
-    buf: Vec<u8>,
+    /// Elements seen (complete or oversized).
+    elements: u64,
+    // --- value scanning (an element, or a skipped top-level value)
     capture: bool,
     value_start: u64,
     depth: u32,
+    /// Bit `i` set: the container at depth `i + 1` is an object (brackets must match).
+    stack: u64,
     in_string: bool,
     escape: bool,
     scalar: bool,
+    // --- the element being kept
+    /// The kept fields of the current element, as compact JSON.
+    buf: Vec<u8>,
+    /// The current element exceeded `max_element`: nothing more is kept.
+    over: bool,
+    /// `Some` while inside an element that is an object.
+    field: Option<Field>,
+    field_key: [u8; MAX_FIELD_KEY],
+    field_key_len: usize,
+    field_key_plain: bool,
+    field_scalar: bool,
+    keep: bool,
+    kept_fields: u32,
+    side: Side,
+    side_id: Vec<u8>,
+    side_value: Vec<u8>,
+    // --- counters
+    oversized: u64,
+    first_oversized: Option<OversizedElement>,
 }
 
 fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// Bytes a JSON number or literal (`true`, `false`, `null`) is made of.
+fn is_literal_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')
+}
+
+fn malformed(offset: u64, message: &str) -> ParseError {
+    ParseError::MalformedElement {
+        offset,
+        message: message.to_owned(),
+    }
 }
 
 impl Default for StreamParser {
@@ -147,29 +260,61 @@ impl Default for StreamParser {
 }
 
 impl StreamParser {
-    /// Default per-element cap. A 1.7 decision with `uuid` is ~185 bytes (§6), so 16 KiB is
-    /// generous while still bounding memory.
+    /// Default per-element cap, on the kept fields only. A 1.7 decision with `uuid` is ~185 bytes
+    /// (§6), so 16 KiB is generous while still bounding memory.
     pub const DEFAULT_MAX_ELEMENT: usize = 16 * 1024;
 
-    /// A parser whose element buffer never exceeds `max_element` bytes.
+    /// A parser whose element buffer never holds more than `max_element` bytes, with no cap on
+    /// the body or the number of elements.
     pub fn new(max_element: usize) -> Self {
         StreamParser {
             state: State::Start,
             max_element,
+            max_body: u64::MAX,
+            max_elements: u64::MAX,
             offset: 0,
             key: Vec::with_capacity(MAX_KEY),
             key_overflow: false,
             key_escape: false,
             current_key: KeyKind::Other,
             section: None,
-            buf: Vec::new(),
+            elements: 0,
             capture: false,
             value_start: 0,
             depth: 0,
+            stack: 0,
             in_string: false,
             escape: false,
             scalar: false,
+            buf: Vec::new(),
+            over: false,
+            field: None,
+            field_key: [0; MAX_FIELD_KEY],
+            field_key_len: 0,
+            field_key_plain: true,
+            field_scalar: false,
+            keep: false,
+            kept_fields: 0,
+            side: Side::None,
+            side_id: Vec::new(),
+            side_value: Vec::new(),
+            oversized: 0,
+            first_oversized: None,
         }
+    }
+
+    /// Caps the body: past `max` bytes [`feed`](Self::feed) fails with
+    /// [`ParseError::BodyTooLarge`].
+    pub fn with_max_body(mut self, max: u64) -> Self {
+        self.max_body = max;
+        self
+    }
+
+    /// Caps the elements of `new` and `deleted` together: past `max`
+    /// [`feed`](Self::feed) fails with [`ParseError::TooManyDecisions`].
+    pub fn with_max_elements(mut self, max: u64) -> Self {
+        self.max_elements = max;
+        self
     }
 
     /// Bytes consumed so far.
@@ -177,12 +322,33 @@ impl StreamParser {
         self.offset
     }
 
+    /// Elements skipped so far because their kept fields exceed the per-element cap.
+    pub fn oversized(&self) -> u64 {
+        self.oversized
+    }
+
+    /// The first of them, with its id and value when they were seen.
+    pub fn first_oversized(&self) -> Option<OversizedElement> {
+        self.first_oversized
+    }
+
+    /// Bytes currently reserved for the element buffer (for memory tests).
+    #[doc(hidden)]
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity() + self.side_id.capacity() + self.side_value.capacity()
+    }
+
     /// Scans `chunk`, calling `on_element(section, element_bytes, element_offset)` for each
-    /// complete array element. An error from the callback stops the scan and is returned.
+    /// complete array element that fits the cap. The bytes are the element's kept fields as a
+    /// compact JSON object (or the whole element when it is not an object). An error from the
+    /// callback stops the scan and is returned.
     pub fn feed<F>(&mut self, chunk: &[u8], mut on_element: F) -> Result<(), ParseError>
     where
         F: FnMut(Section, &[u8], u64) -> Result<(), ParseError>,
     {
+        if self.offset.saturating_add(chunk.len() as u64) > self.max_body {
+            return Err(ParseError::BodyTooLarge { max: self.max_body });
+        }
         let mut i = 0;
         while i < chunk.len() {
             let b = chunk[i];
@@ -275,7 +441,12 @@ impl StreamParser {
                     } else if b == b']' || b == b',' {
                         return Err(unexpected("an array element"));
                     } else {
-                        self.buf.clear();
+                        self.elements += 1;
+                        if self.elements > self.max_elements {
+                            return Err(ParseError::TooManyDecisions {
+                                max: self.max_elements,
+                            });
+                        }
                         self.begin_value(b, at, true)?;
                         self.state = State::InValue;
                     }
@@ -287,40 +458,21 @@ impl StreamParser {
                             self.end_value(&mut on_element)?;
                             continue;
                         }
-                        self.push(b)?;
+                        if !self.capture && !is_literal_byte(b) {
+                            return Err(unexpected("a number or literal"));
+                        }
+                        self.emit(&[b]);
+                    } else if self.field.is_some() {
+                        match self.field_byte(b, at)? {
+                            Flow::Continue => {}
+                            Flow::Reprocess => continue,
+                            Flow::End => self.end_value(&mut on_element)?,
+                        }
                     } else {
-                        self.push(b)?;
-                        if self.in_string {
-                            if self.escape {
-                                self.escape = false;
-                            } else if b == b'\\' {
-                                self.escape = true;
-                            } else if b == b'"' {
-                                self.in_string = false;
-                                if self.depth == 0 {
-                                    self.end_value(&mut on_element)?;
-                                }
-                            }
-                        } else {
-                            match b {
-                                b'"' => self.in_string = true,
-                                b'{' | b'[' => {
-                                    self.depth += 1;
-                                    if self.depth > MAX_DEPTH {
-                                        return Err(ParseError::TooDeep {
-                                            max: MAX_DEPTH,
-                                            offset: at,
-                                        });
-                                    }
-                                }
-                                b'}' | b']' => {
-                                    self.depth = self.depth.saturating_sub(1);
-                                    if self.depth == 0 {
-                                        self.end_value(&mut on_element)?;
-                                    }
-                                }
-                                _ => {}
-                            }
+                        self.emit(&[b]);
+                        self.track(b, at)?;
+                        if self.value_done() {
+                            self.end_value(&mut on_element)?;
                         }
                     }
                 }
@@ -355,6 +507,11 @@ impl StreamParser {
         Ok(())
     }
 
+    /// True when a container or string value has just closed.
+    fn value_done(&self) -> bool {
+        !self.scalar && !self.in_string && self.depth == 0
+    }
+
     /// Starts scanning a value whose first byte is `b`.
     fn begin_value(&mut self, b: u8, at: u64, capture: bool) -> Result<(), ParseError> {
         self.capture = capture;
@@ -363,9 +520,15 @@ impl StreamParser {
         self.escape = false;
         self.scalar = false;
         self.depth = 0;
+        self.stack = 0;
+        self.field = None;
         match b {
-            b'{' | b'[' => self.depth = 1,
-            b'"' => self.in_string = true,
+            b'{' | b'[' | b'"' => {
+                self.track(b, at)?;
+                if b == b'{' && capture {
+                    self.field = Some(Field::FirstKey);
+                }
+            }
             b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => self.scalar = true,
             _ => {
                 return Err(ParseError::UnexpectedByte {
@@ -375,20 +538,211 @@ impl StreamParser {
                 });
             }
         }
-        self.push(b)
+        self.emit(&[b]);
+        Ok(())
     }
 
-    fn push(&mut self, b: u8) -> Result<(), ParseError> {
-        if self.capture {
-            if self.buf.len() >= self.max_element {
-                return Err(ParseError::ElementTooLarge {
-                    max: self.max_element,
-                    offset: self.value_start,
-                });
+    /// Follows strings and brackets (which must match) for one byte.
+    fn track(&mut self, b: u8, at: u64) -> Result<Track, ParseError> {
+        if self.in_string {
+            if self.escape {
+                self.escape = false;
+            } else if b == b'\\' {
+                self.escape = true;
+            } else if b == b'"' {
+                self.in_string = false;
+                return Ok(Track::StringEnd);
             }
-            self.buf.push(b);
+            return Ok(Track::Other);
         }
-        Ok(())
+        match b {
+            b'"' => self.in_string = true,
+            b'{' | b'[' => {
+                if self.depth >= MAX_DEPTH {
+                    return Err(ParseError::TooDeep {
+                        max: MAX_DEPTH,
+                        offset: at,
+                    });
+                }
+                if b == b'{' {
+                    self.stack |= 1 << self.depth;
+                } else {
+                    self.stack &= !(1 << self.depth);
+                }
+                self.depth += 1;
+            }
+            b'}' | b']' => {
+                let object = self.depth > 0 && self.stack & (1 << (self.depth - 1)) != 0;
+                if self.depth == 0 || object != (b == b'}') {
+                    return Err(ParseError::UnexpectedByte {
+                        expected: "a matching bracket",
+                        found: char::from(b),
+                        offset: at,
+                    });
+                }
+                self.depth -= 1;
+                return Ok(Track::Close);
+            }
+            _ => {}
+        }
+        Ok(Track::Other)
+    }
+
+    /// One byte at the field level of an element that is an object.
+    fn field_byte(&mut self, b: u8, at: u64) -> Result<Flow, ParseError> {
+        let Some(field) = self.field else {
+            return Ok(Flow::Continue);
+        };
+        let offset = self.value_start;
+        match field {
+            Field::FirstKey | Field::Key => {
+                if b == b'"' {
+                    self.field_key_len = 0;
+                    self.field_key_plain = true;
+                    self.escape = false;
+                    self.field = Some(Field::InKey);
+                } else if b == b'}' && field == Field::FirstKey {
+                    return self.close_element(b, at);
+                } else if !is_ws(b) {
+                    return Err(malformed(offset, "expected a field name"));
+                }
+            }
+            Field::InKey => {
+                if self.escape {
+                    self.escape = false;
+                } else if b == b'\\' {
+                    // Escaped names are never tikban's (LAPI does not escape them).
+                    self.escape = true;
+                    self.field_key_plain = false;
+                } else if b == b'"' {
+                    self.field = Some(Field::Colon);
+                } else if self.field_key_len < MAX_FIELD_KEY {
+                    self.field_key[self.field_key_len] = b;
+                    self.field_key_len += 1;
+                } else {
+                    self.field_key_plain = false;
+                }
+            }
+            Field::Colon => {
+                if b == b':' {
+                    self.start_field();
+                    self.field = Some(Field::ValueStart);
+                } else if !is_ws(b) {
+                    return Err(malformed(offset, "expected ':' after a field name"));
+                }
+            }
+            Field::ValueStart => {
+                if is_ws(b) {
+                    return Ok(Flow::Continue);
+                }
+                match b {
+                    b'{' | b'[' | b'"' => {
+                        self.track(b, at)?;
+                    }
+                    b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => self.field_scalar = true,
+                    _ => return Err(malformed(offset, "expected a field value")),
+                }
+                self.field_emit(b);
+                self.field = Some(Field::InValue);
+            }
+            Field::InValue => {
+                if self.field_scalar {
+                    if is_ws(b) || matches!(b, b',' | b'}' | b']') {
+                        self.field_scalar = false;
+                        self.field = Some(Field::AfterValue);
+                        return Ok(Flow::Reprocess);
+                    }
+                    if !is_literal_byte(b) {
+                        return Err(malformed(
+                            offset,
+                            "invalid character in a number or literal",
+                        ));
+                    }
+                    self.field_emit(b);
+                } else {
+                    self.field_emit(b);
+                    let t = self.track(b, at)?;
+                    if self.depth == 1 && matches!(t, Track::Close | Track::StringEnd) {
+                        self.field = Some(Field::AfterValue);
+                    }
+                }
+            }
+            Field::AfterValue => {
+                if b == b',' {
+                    self.field = Some(Field::Key);
+                } else if b == b'}' {
+                    return self.close_element(b, at);
+                } else if !is_ws(b) {
+                    return Err(malformed(offset, "expected ',' or '}' after a field"));
+                }
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// The `}` that closes an element object.
+    fn close_element(&mut self, b: u8, at: u64) -> Result<Flow, ParseError> {
+        self.track(b, at)?;
+        self.emit(b"}");
+        Ok(Flow::End)
+    }
+
+    /// After `name:` in an element: keep the field or drop its value as it streams.
+    fn start_field(&mut self) {
+        let mut name = [0u8; MAX_FIELD_KEY];
+        let len = self.field_key_len;
+        name[..len].copy_from_slice(&self.field_key[..len]);
+        let name = if self.field_key_plain {
+            &name[..len]
+        } else {
+            &[][..]
+        };
+        let new = self.section == Some(Section::New);
+        (self.keep, self.side) = match name {
+            b"id" => (true, Side::Id),
+            b"value" => (true, Side::Value),
+            b"duration" | b"origin" | b"scenario" | b"type" if new => (true, Side::None),
+            _ => (false, Side::None),
+        };
+        if self.keep {
+            if self.kept_fields > 0 {
+                self.emit(b",");
+            }
+            self.kept_fields += 1;
+            self.emit(b"\"");
+            self.emit(name);
+            self.emit(b"\":");
+        }
+    }
+
+    /// A byte of a field value: kept, and copied to the side buffer of `id` or `value`.
+    fn field_emit(&mut self, b: u8) {
+        if self.keep {
+            self.emit(&[b]);
+        }
+        let side = match self.side {
+            Side::None => return,
+            Side::Id => &mut self.side_id,
+            Side::Value => &mut self.side_value,
+        };
+        if side.len() < MAX_SIDE {
+            side.push(b);
+        }
+    }
+
+    /// Appends to the element buffer; past the cap the element is marked oversized and its
+    /// buffer freed.
+    fn emit(&mut self, bytes: &[u8]) {
+        if !self.capture || self.over {
+            return;
+        }
+        if self.buf.len() + bytes.len() > self.max_element {
+            self.over = true;
+            self.buf.clear();
+            self.buf.shrink_to(1024);
+            return;
+        }
+        self.buf.extend_from_slice(bytes);
     }
 
     fn end_value<F>(&mut self, on_element: &mut F) -> Result<(), ParseError>
@@ -399,12 +753,25 @@ impl StreamParser {
         match (self.capture, self.section) {
             (true, Some(section)) => {
                 self.state = State::AfterElement;
-                let r = on_element(section, &self.buf, self.value_start);
+                let r = if self.over {
+                    self.record_oversized(section);
+                    Ok(())
+                } else {
+                    on_element(section, &self.buf, self.value_start)
+                };
                 self.buf.clear();
                 if self.buf.capacity() > 4 * 1024 {
                     // One unusually large element must not pin its buffer for the whole body.
                     self.buf.shrink_to(1024);
                 }
+                self.over = false;
+                self.field = None;
+                self.field_scalar = false;
+                self.keep = false;
+                self.kept_fields = 0;
+                self.side = Side::None;
+                self.side_id.clear();
+                self.side_value.clear();
                 r
             }
             _ => {
@@ -412,6 +779,29 @@ impl StreamParser {
                 Ok(())
             }
         }
+    }
+
+    fn record_oversized(&mut self, section: Section) {
+        self.oversized += 1;
+        if self.first_oversized.is_some() {
+            return;
+        }
+        let id = (self.side_id.len() < MAX_SIDE)
+            .then(|| std::str::from_utf8(&self.side_id).ok()?.parse::<i64>().ok())
+            .flatten();
+        let value = (self.side_value.len() < MAX_SIDE)
+            .then(|| {
+                let text = self.side_value.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+                let text = std::str::from_utf8(text).ok()?;
+                Value::parse(text).ok()
+            })
+            .flatten();
+        self.first_oversized = Some(OversizedElement {
+            section,
+            offset: self.value_start,
+            id,
+            value,
+        });
     }
 
     /// Declares the end of the body: errors unless the top-level object closed.
@@ -433,6 +823,15 @@ impl StreamParser {
     }
 }
 
+/// What [`StreamParser::field_byte`] wants next.
+enum Flow {
+    Continue,
+    /// The byte ended a scalar: process it again at the field level.
+    Reprocess,
+    /// The element closed.
+    End,
+}
+
 /// One decoded element.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamEvent {
@@ -451,6 +850,11 @@ pub struct StreamStats {
     pub deleted: u64,
     /// Elements skipped because they were not valid decisions (bad value, bad duration, …).
     pub skipped: u64,
+    /// Elements skipped because their kept fields exceed the per-element cap (a poison pill
+    /// such as a 17 KB `--reason`); the caller should warn about them.
+    pub oversized: u64,
+    /// The first oversized element, with its id and value when they were seen.
+    pub first_oversized: Option<OversizedElement>,
     /// Body bytes.
     pub bytes: u64,
 }
@@ -458,8 +862,8 @@ pub struct StreamStats {
 /// How many bad elements are logged one by one per response before only the total is logged.
 const WARN_LIMIT: u64 = 10;
 
-/// [`StreamParser`] plus element decoding: yields [`StreamEvent`]s, counts and skips bad
-/// elements, and fails only on malformed JSON.
+/// [`StreamParser`] plus element decoding: yields [`StreamEvent`]s, counts and skips bad and
+/// oversized elements, and fails only on malformed JSON or a broken cap.
 ///
 /// ```
 /// use crowdsec_lapi::{DecisionStream, Interner, StreamEvent};
@@ -508,10 +912,14 @@ impl<'a> DecisionStream<'a> {
             let bad = |stats: &mut StreamStats, err: &dyn std::fmt::Display| {
                 stats.skipped += 1;
                 if stats.skipped <= WARN_LIMIT {
-                    tracing::warn!(offset, section = ?section, cause = %err, "skipping bad decision element");
+                    let cause = peer_text(&err.to_string(), None, MAX_PEER_TEXT);
+                    tracing::warn!(offset, section = ?section, cause = %cause, "skipping bad decision element");
                 }
             };
-            let malformed = |e: serde_json::Error| ParseError::MalformedElement { offset, message: e.to_string() };
+            let malformed = |e: serde_json::Error| ParseError::MalformedElement {
+                offset,
+                message: peer_text(&e.to_string(), None, MAX_PEER_TEXT),
+            };
             match section {
                 Section::New => match decode_new(bytes, interner) {
                     Decoded::Ok(d) => {
@@ -538,6 +946,8 @@ impl<'a> DecisionStream<'a> {
     pub fn finish(mut self) -> Result<StreamStats, ParseError> {
         self.parser.finish()?;
         self.stats.bytes = self.parser.offset();
+        self.stats.oversized = self.parser.oversized();
+        self.stats.first_oversized = self.parser.first_oversized();
         if self.stats.skipped > WARN_LIMIT {
             tracing::warn!(
                 skipped = self.stats.skipped,
@@ -575,6 +985,10 @@ mod tests {
     }
 
     const DEC: &str = r#"{"duration":"1h","id":1,"origin":"cscli","scenario":"s","scope":"Ip","type":"ban","value":"1.2.3.4"}"#;
+    /// What the parser keeps of [`DEC`] in `new`: the unused `scope` is dropped.
+    const DEC_NEW: &str = r#"{"duration":"1h","id":1,"origin":"cscli","scenario":"s","type":"ban","value":"1.2.3.4"}"#;
+    /// What it keeps of [`DEC`] in `deleted`: only the id and the value.
+    const DEC_DELETED: &str = r#"{"id":1,"value":"1.2.3.4"}"#;
 
     #[test]
     fn parses_the_1_4_6_empty_delta() {
@@ -596,7 +1010,8 @@ mod tests {
         assert_eq!(got.len(), 3);
         assert_eq!(got[0].0, Section::New);
         assert_eq!(got[1].0, Section::Deleted);
-        assert_eq!(got[2].1, DEC);
+        assert_eq!(got[0].1, DEC_NEW);
+        assert_eq!(got[2].1, DEC_DELETED);
     }
 
     #[test]
@@ -606,7 +1021,7 @@ mod tests {
         );
         let got = elements(body.as_bytes(), 1).unwrap();
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0].1, DEC);
+        assert_eq!(got[0].1, DEC_NEW);
     }
 
     #[test]
@@ -618,7 +1033,7 @@ mod tests {
             let got = elements(body.as_bytes(), chunk).unwrap();
             assert_eq!(
                 got.iter().map(|g| g.1.as_str()).collect::<Vec<_>>(),
-                vec![el, DEC]
+                vec![el, DEC_NEW]
             );
         }
     }
@@ -662,21 +1077,121 @@ mod tests {
     }
 
     #[test]
-    fn oversized_element_is_an_error_not_an_allocation() {
-        let big = format!(r#"{{"new":[{{"scenario":"{}"}}]}}"#, "a".repeat(5000));
-        let mut p = StreamParser::new(1024);
-        let err = p.feed(big.as_bytes(), |_, _, _| Ok(())).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                ParseError::ElementTooLarge {
-                    max: 1024,
-                    offset: 8
-                }
-            ),
-            "{err:?}"
+    fn oversized_element_is_skipped_and_counted_not_buffered() {
+        // The 1.4.6 poison pill: `--reason` becomes the scenario, which tikban keeps.
+        let big = format!(
+            r#"{{"deleted":null,"new":[{DEC},{{"duration":"1h","id":77,"origin":"cscli","scenario":"{}","scope":"Ip","type":"ban","value":"192.0.2.32"}},{DEC}]}}"#,
+            "a".repeat(5000)
         );
-        assert!(p.buf.capacity() <= 2048);
+        for chunk in [1, 7, 4096, big.len()] {
+            let mut p = StreamParser::new(1024);
+            let mut got = Vec::new();
+            let mut peak = 0;
+            for c in big.as_bytes().chunks(chunk) {
+                p.feed(c, |_, b, _| {
+                    got.push(b.len());
+                    Ok(())
+                })
+                .unwrap();
+                peak = peak.max(p.buffer_capacity());
+            }
+            p.finish().unwrap();
+            assert_eq!(got.len(), 2, "the two normal elements apply");
+            assert_eq!(p.oversized(), 1);
+            let first = p.first_oversized().unwrap();
+            assert_eq!(first.section, Section::New);
+            assert_eq!(first.id, Some(77));
+            assert_eq!(
+                first.value.map(|v| v.to_string()).as_deref(),
+                Some("192.0.2.32")
+            );
+            assert!(peak <= 2 * 1024 + 2 * MAX_SIDE, "peak buffer {peak}");
+        }
+    }
+
+    #[test]
+    fn unused_fields_never_count_toward_the_element_cap() {
+        let huge = "u".repeat(100_000);
+        let body = format!(
+            r#"{{"new":[{{"uuid":"{huge}","duration":"1h","id":5,"reason":{{"x":["{huge}",{{"y":"]"}}]}},"origin":"cscli","scenario":"s","scope":"{huge}","type":"ban","simulated":false,"until":null,"value":"192.0.2.5","n":-1.5e3}}],
+            "deleted":[{{"id":6,"scenario":"{huge}","duration":"{huge}","value":"192.0.2.6"}}]}}"#
+        );
+        let mut i = Interner::default();
+        let mut s = DecisionStream::with_parser(StreamParser::new(256), &mut i);
+        let mut ev = Vec::new();
+        for c in body.as_bytes().chunks(333) {
+            s.feed(c, &mut |e| ev.push(e)).unwrap();
+            assert!(s.parser.buffer_capacity() <= 2 * 256 + 2 * MAX_SIDE);
+        }
+        let stats = s.finish().unwrap();
+        assert_eq!(
+            (stats.new, stats.deleted, stats.oversized, stats.skipped),
+            (1, 1, 0, 0)
+        );
+        assert!(
+            matches!(&ev[0], StreamEvent::New(d) if d.id == 5 && d.value.to_string() == "192.0.2.5")
+        );
+        assert!(matches!(&ev[1], StreamEvent::Deleted(d) if d.id == 6));
+    }
+
+    #[test]
+    fn oversized_elements_are_a_separate_counter_from_bad_ones() {
+        let body = format!(
+            r#"{{"new":[{{"id":1,"duration":"1h","value":"bob"}},{{"id":2,"duration":"1h","scenario":"{}","value":"192.0.2.2"}},{DEC}]}}"#,
+            "s".repeat(2000)
+        );
+        let mut i = Interner::default();
+        let mut s = DecisionStream::with_parser(StreamParser::new(512), &mut i);
+        let mut ev = Vec::new();
+        s.feed(body.as_bytes(), &mut |e| ev.push(e)).unwrap();
+        let stats = s.finish().unwrap();
+        assert_eq!((stats.new, stats.skipped, stats.oversized), (1, 1, 1));
+        assert_eq!(stats.first_oversized.and_then(|o| o.id), Some(2));
+    }
+
+    #[test]
+    fn body_and_element_count_caps_fail_the_response() {
+        let body = format!(r#"{{"deleted":[{DEC},{DEC}],"new":[{DEC}]}}"#);
+        let mut p = StreamParser::new(1024).with_max_elements(2);
+        let err = p.feed(body.as_bytes(), |_, _, _| Ok(())).unwrap_err();
+        assert_eq!(err, ParseError::TooManyDecisions { max: 2 });
+        let mut p = StreamParser::new(1024).with_max_elements(3);
+        p.feed(body.as_bytes(), |_, _, _| Ok(())).unwrap();
+        p.finish().unwrap();
+
+        let mut p = StreamParser::new(1024).with_max_body(100);
+        let mut fed = 0;
+        let err = body
+            .as_bytes()
+            .chunks(10)
+            .find_map(|c| {
+                fed += c.len();
+                p.feed(c, |_, _, _| Ok(())).err()
+            })
+            .unwrap();
+        assert_eq!(err, ParseError::BodyTooLarge { max: 100 });
+        assert!(fed > 100 && fed <= 110, "stopped at {fed}");
+    }
+
+    #[test]
+    fn mismatched_brackets_are_errors() {
+        for bad in [
+            &br#"{"x":[1}}"#[..],
+            br#"{"x":{"a":1]}"#,
+            br#"{"new":[[1}]}"#,
+            br#"{"new":[{"id":1,"reason":[2}}]}"#,
+            br#"{"new":[{"id":1,"reason":tr"ue}]}"#,
+            br#"{"new":[{"id":1,}]}"#,
+            br#"{"new":[{"id" 1}]}"#,
+            br#"{"new":[{"id":}]}"#,
+            br#"{"new":[{,}]}"#,
+        ] {
+            assert!(
+                elements(bad, 2).is_err(),
+                "{:?} accepted",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]
@@ -702,6 +1217,8 @@ mod tests {
                 new: 1,
                 deleted: 0,
                 skipped: 6,
+                oversized: 0,
+                first_oversized: None,
                 bytes: body.len() as u64
             }
         );
@@ -740,6 +1257,39 @@ mod tests {
             let body = format!("{{ \"deleted\" : [{dels}] ,\n\"new\":[{news}]}}");
             let got = elements(body.as_bytes(), split).unwrap();
             prop_assert_eq!(got.len(), n + m);
+        }
+
+        /// Memory stays bounded whatever the sizes of kept and unused fields and the chunking.
+        #[test]
+        fn element_memory_is_bounded(
+            unused in 0usize..50_000,
+            scenario in 0usize..3_000,
+            split in 1usize..5_000,
+        ) {
+            let body = format!(
+                r#"{{"new":[{{"uuid":"{}","duration":"1h","id":9,"scenario":"{}","type":"ban","value":"192.0.2.9"}},{DEC}]}}"#,
+                "u".repeat(unused),
+                "s".repeat(scenario)
+            );
+            let max = 1024;
+            let mut p = StreamParser::new(max);
+            let mut kept = 0;
+            for c in body.as_bytes().chunks(split) {
+                p.feed(c, |_, b, _| {
+                    kept += 1;
+                    assert!(b.len() <= max);
+                    Ok(())
+                }).unwrap();
+                prop_assert!(p.buffer_capacity() <= 2 * max + 2 * MAX_SIDE);
+            }
+            p.finish().unwrap();
+            let compact = format!(
+                r#"{{"duration":"1h","id":9,"scenario":"{}","type":"ban","value":"192.0.2.9"}}"#,
+                "s".repeat(scenario)
+            );
+            let oversized = u64::from(compact.len() > max);
+            prop_assert_eq!(p.oversized(), oversized);
+            prop_assert_eq!(kept, 2 - oversized);
         }
 
         #[test]

@@ -16,6 +16,11 @@ fn client(lapi: &Lapi, name: &str) -> LapiClient {
     LapiClient::new(LapiConfig::new(lapi.url()).with_api_key(key)).expect("client")
 }
 
+/// A generous overall deadline for one poll of the test LAPI.
+fn deadline() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(60)
+}
+
 fn v(s: &str) -> Value {
     Value::parse(s).expect("value")
 }
@@ -41,7 +46,7 @@ async fn startup_snapshot_then_delta_add_then_delete() {
     c.health().await.expect("health");
 
     assert!(c.next_poll_is_startup());
-    let b = c.poll().await.expect("startup poll");
+    let b = c.poll(deadline()).await.expect("startup poll");
     assert!(b.is_startup());
     assert_eq!(added(&b), ["192.0.2.1"]);
     let t0 = Instant::now();
@@ -55,19 +60,19 @@ async fn startup_snapshot_then_delta_add_then_delete() {
     );
 
     // An empty delta is not "no decisions": the cache keeps its state.
-    let b = c.poll().await.expect("empty delta");
+    let b = c.poll(deadline()).await.expect("empty delta");
     assert!(!b.is_startup());
     assert!(b.adds().is_empty() && b.deletes().is_empty());
     assert!(cache.apply(&b, Instant::now()).is_empty());
     assert_eq!(cache.len(), 1);
 
     lapi.add_decision("192.0.2.2", "1h", &[]);
-    let b = c.poll().await.expect("delta add");
+    let b = c.poll(deadline()).await.expect("delta add");
     assert_eq!(added(&b), ["192.0.2.2"]);
     assert_eq!(cache.apply(&b, Instant::now()).len(), 1);
 
     lapi.delete_decision(&["--ip", "192.0.2.1"]);
-    let b = c.poll().await.expect("delta delete");
+    let b = c.poll(deadline()).await.expect("delta delete");
     assert_eq!(deleted(&b), ["192.0.2.1"]);
     assert_eq!(
         cache.apply(&b, Instant::now()),
@@ -110,7 +115,7 @@ async fn ranges_ipv6_capitals_and_import_quirks_are_canonicalised() {
         &[],
     );
     let mut c = client(&lapi, "canon");
-    let b = c.poll().await.expect("poll");
+    let b = c.poll(deadline()).await.expect("poll");
     assert_eq!(
         added(&b),
         [
@@ -137,7 +142,7 @@ async fn decision_types_are_filtered_on_the_client() {
     lapi.add_decision("192.0.2.10", "1h", &["--type", "captcha"]);
     lapi.add_decision("192.0.2.11", "1h", &[]);
     let mut c = client(&lapi, "types");
-    let b = c.poll().await.expect("poll");
+    let b = c.poll(deadline()).await.expect("poll");
     assert_eq!(added(&b), ["192.0.2.11"]);
     assert_eq!(b.filtered_by_type(), 1);
 
@@ -146,7 +151,7 @@ async fn decision_types_are_filtered_on_the_client() {
     cfg.decision_types = vec!["BAN".into(), "Captcha".into()];
     let mut c = LapiClient::new(cfg).expect("client");
     assert_eq!(
-        added(&c.poll().await.expect("poll")),
+        added(&c.poll(deadline()).await.expect("poll")),
         ["192.0.2.10", "192.0.2.11"]
     );
 }
@@ -158,10 +163,10 @@ async fn two_decisions_on_one_ip_the_shorter_expiring_does_not_unban() {
     lapi.add_decision("192.0.2.20", "3s", &[]);
     let t0 = Instant::now();
     let mut cache = DecisionCache::new(t0);
-    let b = c.poll().await.expect("startup");
+    let b = c.poll(deadline()).await.expect("startup");
     cache.apply(&b, Instant::now());
     lapi.add_decision("192.0.2.20", "1h", &[]);
-    let b = c.poll().await.expect("delta");
+    let b = c.poll(deadline()).await.expect("delta");
     assert_eq!(added(&b), ["192.0.2.20"]);
     cache.apply(&b, Instant::now());
     assert_eq!(
@@ -171,7 +176,10 @@ async fn two_decisions_on_one_ip_the_shorter_expiring_does_not_unban() {
     );
 
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let b = c.poll().await.expect("delta after the short one expired");
+    let b = c
+        .poll(deadline())
+        .await
+        .expect("delta after the short one expired");
     // Whether or not LAPI reports the short one as deleted, the value must stay banned.
     cache.apply(&b, Instant::now());
     let gone = cache.expire(Instant::now());
@@ -188,10 +196,10 @@ async fn repeated_deletes_in_the_two_second_overlap_are_idempotent() {
     lapi.add_decision("192.0.2.31", "1h", &[]);
     let mut c = client(&lapi, "dup");
     let mut cache = DecisionCache::new(Instant::now());
-    cache.apply(&c.poll().await.expect("startup"), Instant::now());
+    cache.apply(&c.poll(deadline()).await.expect("startup"), Instant::now());
     lapi.delete_decision(&["--ip", "192.0.2.30"]);
-    let b1 = c.poll().await.expect("delta 1");
-    let b2 = c.poll().await.expect("delta 2");
+    let b1 = c.poll(deadline()).await.expect("delta 1");
+    let b2 = c.poll(deadline()).await.expect("delta 2");
     assert_eq!(deleted(&b1), ["192.0.2.30"]);
     // Seen on 1.4.6: the same deletion comes again within the 2-second overlap (§3).
     assert_eq!(
@@ -215,7 +223,7 @@ async fn bad_api_key_is_a_clear_error_without_the_key() {
     let _real = lapi.add_bouncer("real");
     let secret = "definitely-wrong-key-0123456789";
     let mut c = LapiClient::new(LapiConfig::new(lapi.url()).with_api_key(secret)).expect("client");
-    let err = c.poll().await.expect_err("wrong key must fail");
+    let err = c.poll(deadline()).await.expect_err("wrong key must fail");
     assert!(err.is_auth(), "{err}");
     let text = err.to_string();
     assert!(
@@ -240,7 +248,7 @@ async fn origins_filter_is_passed_to_lapi() {
     let mut cfg = LapiConfig::new(lapi.url()).with_api_key(key);
     cfg.origins = vec!["cscli-import".into()];
     let mut c = LapiClient::new(cfg).expect("client");
-    let b = c.poll().await.expect("poll");
+    let b = c.poll(deadline()).await.expect("poll");
     assert_eq!(added(&b), ["192.0.2.41"]);
     assert_eq!(b.adds()[0].origin.as_str(), "cscli-import");
 }
@@ -249,7 +257,7 @@ async fn origins_filter_is_passed_to_lapi() {
 async fn user_agent_fills_type_and_version_and_metrics_404_disables_the_feature() {
     let lapi = Lapi::start();
     let mut c = client(&lapi, "ua");
-    c.poll().await.expect("poll");
+    c.poll(deadline()).await.expect("poll");
     let list = lapi.cscli(&["bouncers", "list", "-o", "json"]);
     let rows: serde_json::Value = serde_json::from_str(&list).expect("bouncers json");
     let row = rows
@@ -288,7 +296,7 @@ async fn user_agent_fills_type_and_version_and_metrics_404_disables_the_feature(
     assert_eq!(hits, 1, "usage-metrics requested {hits} times");
     assert!(lapi.log().contains("POST /v1/usage-metrics HTTP/1.1 404"));
     // The connection is still usable afterwards.
-    c.poll().await.expect("poll after metrics");
+    c.poll(deadline()).await.expect("poll after metrics");
 }
 
 #[tokio::test]
@@ -309,18 +317,54 @@ async fn mtls_client_certificate_ou_decides_access() {
         LapiClient::new(cfg).expect("client")
     };
     let mut ok = tls_client("bouncer-ou");
-    let b = ok.poll().await.expect("bouncer-ou accepted");
+    let b = ok.poll(deadline()).await.expect("bouncer-ou accepted");
     assert_eq!(added(&b), ["192.0.2.50"]);
     ok.health().await.expect("health over TLS");
 
     let mut refused = tls_client("agent-ou");
-    let err = refused.poll().await.expect_err("wrong OU refused");
+    let err = refused
+        .poll(deadline())
+        .await
+        .expect_err("wrong OU refused");
     assert!(err.is_auth(), "{err}");
 
     // Without the test CA the server certificate is not trusted.
     let mut cfg = LapiConfig::new(lapi.url()).with_api_key("unused");
     cfg.connect_timeout = Duration::from_secs(5);
     let mut untrusted = LapiClient::new(cfg).expect("client");
-    let err = untrusted.poll().await.expect_err("untrusted server");
+    let err = untrusted
+        .poll(deadline())
+        .await
+        .expect_err("untrusted server");
     assert!(matches!(err, crowdsec_lapi::LapiError::Tls { .. }), "{err}");
+}
+
+/// The 1.4.6 poison pill (issue 17): `cscli decisions add --reason <17 KB>` makes a decision whose
+/// `scenario` is larger than the element cap. It is skipped and counted; the normal decisions of
+/// the same body apply, and later polls keep working (before, the whole body was rejected, for
+/// good). In `deleted` the scenario is an unused field, so the deletion parses.
+#[tokio::test]
+async fn an_oversized_decision_is_skipped_and_counted_and_the_rest_applies() {
+    let lapi = Lapi::start();
+    lapi.add_decision("192.0.2.31", "1h", &[]);
+    let reason = "r".repeat(17_000);
+    lapi.add_decision("192.0.2.32", "1h", &["--reason", &reason]);
+    lapi.add_decision("192.0.2.33", "1h", &[]);
+    let mut c = client(&lapi, "poison");
+    let b = c.poll(deadline()).await.expect("the body applies");
+    assert_eq!(added(&b), ["192.0.2.31", "192.0.2.33"]);
+    let stats = b.stats();
+    assert_eq!((stats.oversized, stats.skipped), (1, 0));
+    let first = stats.first_oversized.expect("first oversized element");
+    assert_eq!(first.value, Some(v("192.0.2.32")));
+    assert!(first.id.is_some());
+
+    lapi.add_decision("192.0.2.34", "1h", &[]);
+    let b = c.poll(deadline()).await.expect("the next delta works");
+    assert_eq!(added(&b), ["192.0.2.34"]);
+
+    lapi.delete_decision(&["--ip", "192.0.2.32"]);
+    let b = c.poll(deadline()).await.expect("delta with the deletion");
+    assert_eq!(deleted(&b), ["192.0.2.32"]);
+    assert_eq!(b.stats().oversized, 0);
 }

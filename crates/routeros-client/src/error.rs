@@ -18,12 +18,13 @@ pub enum Error {
     /// The router answered `!trap` (then `!done`). The connection is fine: this is a device
     /// error such as `failure: already have such entry` (`routeros-api.md` §9), not a reason to
     /// reconnect.
-    #[error("router error{}: {message}{}", fmt_category(*.category), fmt_more(*.count))]
+    #[error("router error{}: {}{}", fmt_category(*.category), Peer(.message), fmt_more(*.count))]
     Trap {
         /// `=category=` (`routeros-api.md` §3): 0 missing item, 1 argument value, 2 interrupted,
         /// 3 scripting, 4 general, 5 API, 6 TTY, 7 `:return`.
         category: Option<u32>,
-        /// `=message=` of the first trap, decoded lossily.
+        /// `=message=` of the first trap, decoded lossily, as the router sent it (match on it
+        /// freely; `Display` escapes it).
         message: String,
         /// How many traps the command received before `!done` (at least 1).
         count: usize,
@@ -79,6 +80,30 @@ impl Error {
     }
 }
 
+/// Longest piece of router text an error prints, in characters.
+const MAX_PEER_TEXT: usize = 256;
+
+/// Router text (trap messages, `!fatal` reasons) as errors print it: control and invisible
+/// characters escaped as with [`char::escape_debug`] (quotes left alone), so a `\n` cannot forge
+/// a log line nor an ANSI escape reach a terminal, and at most [`MAX_PEER_TEXT`] characters.
+struct Peer<'a>(&'a str);
+
+impl fmt::Display for Peer<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (n, c) in self.0.chars().enumerate() {
+            if n == MAX_PEER_TEXT {
+                return f.write_str("…");
+            }
+            if c == '"' || c == '\'' {
+                fmt::Write::write_char(f, c)?;
+            } else {
+                fmt::Display::fmt(&c.escape_debug(), f)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn fmt_category(c: Option<u32>) -> String {
     c.map(|c| format!(" (category {c})")).unwrap_or_default()
 }
@@ -116,7 +141,7 @@ impl fmt::Display for LostReason {
         match self {
             LostReason::Eof => f.write_str("the router closed the connection"),
             LostReason::Io(e) => write!(f, "I/O error: {e}"),
-            LostReason::Fatal(r) => write!(f, "the router sent !fatal: {r}"),
+            LostReason::Fatal(r) => write!(f, "the router sent !fatal: {}", Peer(r)),
             LostReason::Decode(e) => write!(f, "undecodable bytes from the router: {e}"),
             LostReason::Protocol(e) => write!(f, "invalid reply from the router: {e}"),
             LostReason::Closed => f.write_str("the connection was closed"),
@@ -176,13 +201,13 @@ pub enum ConnectError {
         got: String,
     },
     /// The router refused the credentials (`!trap` to `/login`).
-    #[error("login refused by the router: {message}")]
+    #[error("login refused by the router: {}", Peer(.message))]
     LoginFailed {
         /// The router's message, e.g. `invalid user name or password (6)`.
         message: String,
     },
     /// The router answered `/login` with something that is not a login reply.
-    #[error("unexpected login reply: {0}")]
+    #[error("unexpected login reply: {}", Peer(.0))]
     Protocol(String),
     /// The connection broke during login.
     #[error("connection lost during login: {reason}")]
@@ -214,6 +239,30 @@ mod tests {
         };
         assert_eq!(e.to_string(), "router error: x (and 2 more traps)");
         assert!(!e.is_connection_lost());
+    }
+
+    #[test]
+    fn router_text_is_escaped_and_bounded_in_every_error() {
+        let hostile = format!("bad\nINFO forged line\u{1b}[31m{}", "x".repeat(1000));
+        let texts = [
+            Error::Trap {
+                category: Some(1),
+                message: hostile.clone(),
+                count: 1,
+            }
+            .to_string(),
+            Error::lost(LostReason::Fatal(hostile.clone())).to_string(),
+            ConnectError::LoginFailed {
+                message: hostile.clone(),
+            }
+            .to_string(),
+            ConnectError::Protocol(hostile.clone()).to_string(),
+        ];
+        for t in texts {
+            assert!(!t.contains('\n') && !t.contains('\u{1b}'), "{t:?}");
+            assert!(t.contains("bad\\nINFO forged line\\u{1b}[31m"), "{t}");
+            assert!(t.chars().count() < 400, "{} chars", t.chars().count());
+        }
     }
 
     #[test]

@@ -287,7 +287,10 @@ impl Daemon {
     }
 
     async fn poll_lapi(&mut self) {
-        match self.lapi.poll().await {
+        // The whole poll, body included, ends by this deadline (a stalled or endless body would
+        // otherwise hold the loop); a 1M-decision snapshot streams well within it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+        match self.lapi.poll(deadline).await {
             Ok(batch) => {
                 self.metrics.inc(metrics::LAPI_POLLS, &[("result", "ok")]);
                 let skipped = batch.stats().skipped;
