@@ -15,6 +15,7 @@ pub mod guard;
 pub mod http;
 pub mod metrics;
 pub mod rostime;
+pub mod safety;
 pub mod usage;
 
 use std::process::ExitCode;
