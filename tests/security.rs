@@ -523,3 +523,136 @@ fn without_api_the_login_is_refused_and_reported() {
     assert_eq!(t.get("/health").0, 503);
     assert!(t.is_running());
 }
+
+// === Bad configuration (issue 17 item 8, issue 12 item 4) ===
+
+/// Runs tikban with exactly `env` (any bytes) until it exits: (exit code, stdout + stderr, time).
+fn run_env_os(
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+) -> (Option<i32>, String, Duration) {
+    // The binary is built (once) before the clock starts.
+    let bin = support::tikban_bin();
+    let started = Instant::now();
+    let out = std::process::Command::new(bin)
+        .env_clear()
+        .envs(env)
+        .output()
+        .expect("tikban runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text, started.elapsed())
+}
+
+/// A bad-configuration case: its name, the variables it sets, and what the output must contain.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a [u8])>, Vec<&'a str>);
+
+fn os_env(pairs: &[(&str, &[u8])]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    use std::os::unix::ffi::OsStringExt;
+    pairs
+        .iter()
+        .map(|(k, v)| (k.into(), std::ffi::OsString::from_vec(v.to_vec())))
+        .collect()
+}
+
+/// Every bad configuration exits 2 within a second, with every problem in one message and no
+/// secret in the output: PEM paths that are not small regular files (`/dev/zero`, a FIFO, a
+/// directory, a 100 MB sparse file), a non-UTF-8 byte in an unrelated variable (this used to
+/// panic) and in one of tikban's, a 127 KiB value (echoed truncated), and a URL with a password.
+#[test]
+fn bad_configurations_exit_2_at_once_listing_every_problem_without_secrets() {
+    const KEY: &str = "k3y-e2e-s3cr3t-0123456789";
+    const PASS: &str = "p4ss-e2e-s3cr3t";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("fifo.pem");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let sparse = dir.path().join("sparse.pem");
+    std::fs::File::create(&sparse)
+        .and_then(|f| f.set_len(100 * 1024 * 1024))
+        .expect("sparse file");
+    let fifo = fifo.display().to_string();
+    let sparse = sparse.display().to_string();
+    let dir_path = dir.path().display().to_string();
+    let long = format!("1{}", "9".repeat(127 * 1024));
+    let base: &[(&str, &[u8])] = &[
+        ("CROWDSEC_URL", b"https://127.0.0.1:1"),
+        ("CROWDSEC_BOUNCER_API_KEY", KEY.as_bytes()),
+        ("MIKROTIK_PASS", PASS.as_bytes()),
+        ("METRICS_ENABLED", b"false"),
+    ];
+    let cases: Vec<Case> = vec![
+        (
+            "PEM paths",
+            vec![
+                ("CROWDSEC_CA_CERT_PATH", b"/dev/zero"),
+                ("CROWDSEC_CERT_PATH", fifo.as_bytes()),
+                ("CROWDSEC_KEY_PATH", dir_path.as_bytes()),
+                ("MIKROTIK_TLS", b"true"),
+                ("MIKROTIK_TLS_CA", sparse.as_bytes()),
+            ],
+            vec![
+                "(4 problems)",
+                "CROWDSEC_CERT_PATH: file",
+                "(a FIFO)",
+                "CROWDSEC_KEY_PATH: file",
+                "(a directory)",
+                "CROWDSEC_CA_CERT_PATH: file \"/dev/zero\" is not a regular file",
+                "MIKROTIK_TLS_CA: file",
+                "is 104857600 bytes; PEM files are limited to 1048576 bytes",
+            ],
+        ),
+        (
+            "non-UTF-8 in another variable",
+            vec![("UNRELATED", b"\xff\xfe"), ("LOG_FORMAT", b"xml")],
+            vec!["(1 problem)", "LOG_FORMAT: \"xml\" is not text or json"],
+        ),
+        (
+            "non-UTF-8 in ours",
+            vec![("MIKROTIK_USER", b"admin\xff"), ("LOG_FORMAT", b"xml")],
+            vec![
+                "(2 problems)",
+                "MIKROTIK_USER: is not valid UTF-8",
+                "LOG_FORMAT",
+            ],
+        ),
+        (
+            "a 127 KiB value",
+            vec![("CROWDSEC_UPDATE_FREQUENCY", long.as_bytes())],
+            vec!["CROWDSEC_UPDATE_FREQUENCY: \"1999", "\"… is not a duration"],
+        ),
+        (
+            "a password in the URL",
+            vec![("CROWDSEC_URL", b"http://bob:PASSWORD@127.0.0.1:1/")],
+            vec!["CROWDSEC_URL: \"http://<redacted>@127.0.0.1:1/\" must not carry credentials"],
+        ),
+    ];
+    for (name, extra, wants) in cases {
+        let mut pairs: Vec<(&str, &[u8])> = base
+            .iter()
+            .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
+            .copied()
+            .collect();
+        pairs.extend(extra);
+        let (code, out, took) = run_env_os(os_env(&pairs));
+        assert_eq!(code, Some(2), "{name}: {out}");
+        assert!(took < Duration::from_secs(1), "{name}: took {took:?}");
+        assert_eq!(
+            out.matches("invalid configuration").count(),
+            1,
+            "{name}: one message: {out}"
+        );
+        for want in wants {
+            assert!(out.contains(want), "{name}: {want:?} missing: {out}");
+        }
+        assert!(out.len() < 4096, "{name}: {} bytes of output", out.len());
+        for secret in [KEY, PASS, "PASSWORD"] {
+            assert!(!out.contains(secret), "{name}: {secret} printed: {out}");
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! [`VARS`]: every variable tikban reads, with its form, default and help. The one list that
+//! `--help`, the docs test (`tests/docs.rs`) and the parser use.
+
+/// One documented environment variable.
+#[derive(Debug, Clone, Copy)]
+pub struct Var {
+    /// The name, e.g. `CROWDSEC_URL`.
+    pub name: &'static str,
+    /// The default, as text; `None` when the variable is required or has no default.
+    pub default: Option<&'static str>,
+    /// The value's type or form, for `--help` and error messages.
+    pub kind: &'static str,
+    /// One-line description.
+    pub help: &'static str,
+    /// True for secrets: values are never echoed.
+    pub secret: bool,
+}
+
+const fn var(
+    name: &'static str,
+    default: Option<&'static str>,
+    kind: &'static str,
+    help: &'static str,
+) -> Var {
+    Var {
+        name,
+        default,
+        kind,
+        help,
+        secret: false,
+    }
+}
+
+const fn secret(name: &'static str, kind: &'static str, help: &'static str) -> Var {
+    Var {
+        name,
+        default: None,
+        kind,
+        help,
+        secret: true,
+    }
+}
+
+/// Form of duration values, in messages.
+pub(super) const DURATION: &str = "duration such as 10s, 1m30s, 1h or 1.5h";
+pub(super) const BOOL: &str = "true or false";
+const LIST: &str = "list separated by commas or spaces";
+
+/// Every variable tikban reads, in `--help` order.
+pub const VARS: &[Var] = &[
+    // LAPI
+    var(
+        "CROWDSEC_URL",
+        None,
+        "http:// or https:// URL",
+        "CrowdSec Local API base URL (required)",
+    ),
+    secret(
+        "CROWDSEC_BOUNCER_API_KEY",
+        "text",
+        "bouncer API key from `cscli bouncers add` (required unless a client certificate is set)",
+    ),
+    var(
+        "CROWDSEC_UPDATE_FREQUENCY",
+        Some("10s"),
+        DURATION,
+        "how often to poll the decision stream",
+    ),
+    var(
+        "CROWDSEC_ORIGINS",
+        None,
+        LIST,
+        "only decisions from these origins (e.g. crowdsec cscli CAPI lists); empty = all",
+    ),
+    var(
+        "CROWDSEC_SCOPES",
+        Some("ip,range"),
+        LIST,
+        "decision scopes to request",
+    ),
+    var(
+        "CROWDSEC_DECISIONS_TYPES",
+        Some("ban"),
+        LIST,
+        "decision types to enforce (compared case-insensitively)",
+    ),
+    var(
+        "CROWDSEC_SCENARIOS_CONTAINING",
+        None,
+        LIST,
+        "only decisions whose scenario contains one of these words",
+    ),
+    var(
+        "CROWDSEC_SCENARIOS_NOT_CONTAINING",
+        None,
+        LIST,
+        "skip decisions whose scenario contains one of these words",
+    ),
+    var(
+        "CROWDSEC_LAPI_METRICS_INTERVAL",
+        Some("30m"),
+        "duration of at least 15m, or 0 to disable",
+        "how often to push usage metrics to LAPI",
+    ),
+    // LAPI TLS
+    var(
+        "CROWDSEC_CERT_PATH",
+        None,
+        "file path",
+        "client certificate (PEM) for mTLS; with it no API key is sent",
+    ),
+    var(
+        "CROWDSEC_KEY_PATH",
+        None,
+        "file path",
+        "client private key (PEM) for mTLS",
+    ),
+    var(
+        "CROWDSEC_CA_CERT_PATH",
+        None,
+        "file path",
+        "extra CA certificate (PEM) to trust for the LAPI, added to the web PKI roots",
+    ),
+    var(
+        "CROWDSEC_CERT_PEM",
+        None,
+        "inline PEM",
+        "client certificate as PEM text, instead of CROWDSEC_CERT_PATH",
+    ),
+    secret(
+        "CROWDSEC_KEY_PEM",
+        "inline PEM",
+        "client private key as PEM text, instead of CROWDSEC_KEY_PATH",
+    ),
+    var(
+        "CROWDSEC_CA_CERT_PEM",
+        None,
+        "inline PEM",
+        "CA certificate as PEM text, instead of CROWDSEC_CA_CERT_PATH",
+    ),
+    var(
+        "CROWDSEC_INSECURE_SKIP_VERIFY",
+        Some("false"),
+        BOOL,
+        "do not verify the LAPI certificate (logs a warning; prefer a CA)",
+    ),
+    // Router
+    var(
+        "MIKROTIK_HOST",
+        Some("172.17.0.1"),
+        "host or host:port (IPv6 as [addr]:port)",
+        "RouterOS API address; the port defaults to 8728, or 8729 with MIKROTIK_TLS",
+    ),
+    var(
+        "MIKROTIK_USER",
+        Some("tikban"),
+        "text",
+        "RouterOS API user (policy api,read,write)",
+    ),
+    secret("MIKROTIK_PASS", "text", "RouterOS API password (required)"),
+    var(
+        "MIKROTIK_TLS",
+        Some("false"),
+        BOOL,
+        "use api-ssl; needs MIKROTIK_TLS_FINGERPRINT or MIKROTIK_TLS_CA",
+    ),
+    var(
+        "MIKROTIK_TLS_FINGERPRINT",
+        None,
+        "64 hex digits, ':' separators allowed",
+        "SHA-256 pin of the router's api-ssl certificate",
+    ),
+    var(
+        "MIKROTIK_TLS_CA",
+        None,
+        "file path or inline PEM",
+        "CA certificate that signed the router's api-ssl certificate",
+    ),
+    var(
+        "MIKROTIK_CONN_TIMEOUT",
+        Some("10s"),
+        DURATION,
+        "connect and login timeout",
+    ),
+    var(
+        "MIKROTIK_CMD_TIMEOUT",
+        Some("30s"),
+        DURATION,
+        "timeout of one router command",
+    ),
+    var(
+        "MIKROTIK_PIPELINE_WINDOW",
+        Some("64"),
+        "integer 1..=1024",
+        "router commands in flight at once on the connection",
+    ),
+    // Lists
+    var(
+        "FIREWALL_IPV4_ENABLED",
+        Some("true"),
+        BOOL,
+        "manage the IPv4 address list",
+    ),
+    var(
+        "FIREWALL_IPV4_ADDRESS_LIST",
+        Some("crowdsec-banned"),
+        "address-list name",
+        "IPv4 address list (/ip/firewall/address-list)",
+    ),
+    var(
+        "FIREWALL_IPV6_ENABLED",
+        Some("true"),
+        BOOL,
+        "manage the IPv6 address list",
+    ),
+    var(
+        "FIREWALL_IPV6_ADDRESS_LIST",
+        Some("crowdsec6-banned"),
+        "address-list name",
+        "IPv6 address list (/ipv6/firewall/address-list)",
+    ),
+    var(
+        "FIREWALL_COMMENT_PREFIX",
+        Some("tikban"),
+        "text without spaces",
+        "comment prefix marking the entries tikban owns; others are never touched",
+    ),
+    var(
+        "RECONCILIATION_INTERVAL",
+        Some("1h"),
+        DURATION,
+        "full comparison of router and cache, repairing drift",
+    ),
+    // Logs and metrics
+    var(
+        "LOG_LEVEL",
+        Some("info"),
+        "error, warn, info, debug or trace",
+        "log verbosity",
+    ),
+    var(
+        "LOG_FORMAT",
+        Some("text"),
+        "text or json",
+        "log line format",
+    ),
+    var(
+        "METRICS_ENABLED",
+        Some("true"),
+        BOOL,
+        "serve /metrics and /health",
+    ),
+    var(
+        "METRICS_ADDR",
+        Some("0.0.0.0"),
+        "IP address",
+        "address the metrics server binds",
+    ),
+    var(
+        "METRICS_PORT",
+        Some("2112"),
+        "port",
+        "port of the metrics server",
+    ),
+];
+
+/// The documented default of `var`, or `""` when it has none.
+pub(super) fn default_of(var: &str) -> &'static str {
+    VARS.iter()
+        .find(|v| v.name == var)
+        .and_then(|v| v.default)
+        .unwrap_or("")
+}
+
+/// The `--help` text: usage, then every variable with its form and default.
+pub fn help_text() -> String {
+    let mut out = format!(
+        "tikban {} — CrowdSec bouncer for MikroTik RouterOS address lists\n\n\
+         Usage: tikban [--help | --version]\n\n\
+         Configuration comes only from environment variables:\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    for v in VARS {
+        out.push_str(&format!(
+            "\n  {}\n      {}\n      form: {}",
+            v.name, v.help, v.kind
+        ));
+        if let Some(d) = v.default {
+            out.push_str(&format!("; default: {d}"));
+        }
+        if v.secret {
+            out.push_str("; secret, never logged");
+        }
+    }
+    out.push('\n');
+    out
+}
