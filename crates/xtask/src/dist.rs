@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 use crate::image::{self, Image};
+use crate::oci;
 use crate::targets::Target;
 use crate::tools;
 use crate::util::{self, Metadata};
@@ -20,6 +21,7 @@ pub const TAR_BUDGET: u64 = 3 * 1024 * 1024 + 512 * 1024;
 struct Built {
     target: &'static Target,
     binary: PathBuf,
+    bytes: Vec<u8>,
     binary_size: u64,
     tar: PathBuf,
     tar_size: u64,
@@ -56,6 +58,17 @@ pub fn run(targets: &[&'static Target], rerun: &str) -> Result<()> {
     for target in targets {
         built.push(one(target, &meta, &dist)?);
     }
+    let images: Vec<Image<'_>> = built
+        .iter()
+        .map(|b| Image {
+            binary: &b.bytes,
+            platform: b.target.platform,
+            version: &meta.version,
+        })
+        .collect();
+    let layout = oci::layout(&images, &meta.version).context("OCI image layout")?;
+    let oci_dir = dist.join("oci");
+    oci::write(&oci_dir, &layout)?;
     println!();
     println!(
         "{:<32} {:>10} {:>10} {:>6}  artefact",
@@ -92,6 +105,17 @@ pub fn run(targets: &[&'static Target], rerun: &str) -> Result<()> {
         "budgets: binary ≤ {}, tar ≤ {}",
         util::mib(BINARY_BUDGET),
         util::mib(TAR_BUDGET)
+    );
+    let platforms: Vec<String> = built
+        .iter()
+        .map(|b| b.target.platform.to_string())
+        .collect();
+    println!(
+        "registry image: oci:{}:{} ({}), index {}",
+        relative(&oci_dir),
+        meta.version,
+        platforms.join(", "),
+        layout.index_digest
     );
     if !over.is_empty() {
         bail!(
@@ -151,6 +175,7 @@ fn one(target: &'static Target, meta: &Metadata, dist: &Path) -> Result<Built> {
         target,
         binary,
         binary_size: bytes.len() as u64,
+        bytes,
         tar,
         tar_size: tar_bytes.len() as u64,
         seconds,

@@ -40,6 +40,17 @@ pub struct Platform {
     pub variant: Option<&'static str>,
 }
 
+impl std::fmt::Display for Platform {
+    /// `linux/arm64`, `linux/arm/v7`: the form registries and `--platform` flags use.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "linux/{}", self.architecture)?;
+        match self.variant {
+            Some(v) => write!(f, "/{v}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// What goes into one image.
 #[derive(Debug, Clone, Copy)]
 pub struct Image<'a> {
@@ -51,12 +62,43 @@ pub struct Image<'a> {
     pub version: &'a str,
 }
 
-/// Builds the docker-archive tar for `image`.
-pub fn docker_archive(image: &Image<'_>) -> io::Result<Vec<u8>> {
+/// The two blobs every form of the image shares: the layer tar and the config that names it.
+/// The docker-archive tar and the OCI layout ([`crate::oci`]) hold these same bytes, so the
+/// config digest is the same in both.
+pub struct Blobs {
+    /// The uncompressed layer tar.
+    pub layer: Vec<u8>,
+    /// SHA-256 hex of [`Blobs::layer`] (the `diff_id`).
+    pub layer_hex: String,
+    /// The image config JSON.
+    pub config: Vec<u8>,
+    /// SHA-256 hex of [`Blobs::config`].
+    pub config_hex: String,
+}
+
+/// The layer and config of `image`.
+pub fn blobs(image: &Image<'_>) -> io::Result<Blobs> {
     let layer = layer_tar(image.binary)?;
     let layer_hex = sha256_hex(&layer);
     let config = to_json_bytes(&config_json(image, &layer_hex))?;
-    let config_name = format!("{}.json", sha256_hex(&config));
+    let config_hex = sha256_hex(&config);
+    Ok(Blobs {
+        layer,
+        layer_hex,
+        config,
+        config_hex,
+    })
+}
+
+/// Builds the docker-archive tar for `image`.
+pub fn docker_archive(image: &Image<'_>) -> io::Result<Vec<u8>> {
+    let Blobs {
+        layer,
+        layer_hex,
+        config,
+        config_hex,
+    } = blobs(image)?;
+    let config_name = format!("{config_hex}.json");
     let layer_path = format!("{layer_hex}/layer.tar");
     let tag = format!("tikban:{}", image.version);
 
@@ -154,7 +196,7 @@ fn write_tar(members: &[(String, Member<'_>)]) -> io::Result<Vec<u8>> {
     builder.into_inner()
 }
 
-fn to_json_bytes(value: &Value) -> io::Result<Vec<u8>> {
+pub fn to_json_bytes(value: &Value) -> io::Result<Vec<u8>> {
     serde_json::to_vec(value).map_err(io::Error::other)
 }
 
@@ -304,6 +346,12 @@ mod tests {
             assert_eq!(config["config"]["Entrypoint"], json!(["/tikban"]));
             assert_eq!(config["created"], json!(CREATED));
         }
+    }
+
+    #[test]
+    fn platforms_print_as_registries_name_them() {
+        assert_eq!(ARM64.to_string(), "linux/arm64");
+        assert_eq!(ARMV7.to_string(), "linux/arm/v7");
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! - `dist [--all] [--target T]…` builds fully static musl release binaries with zig as linker
 //!   and C compiler, checks each against the size budget, checks that it has no program
 //!   interpreter, runs `--version` (under qemu-user for foreign architectures), and writes one
-//!   docker-archive tar per RouterOS architecture into `dist/` ([`image`]).
+//!   docker-archive tar per RouterOS architecture into `dist/` ([`image`]), and one multi-platform
+//!   OCI image layout for registries, `dist/oci` ([`oci`]).
+//! - `registry-check [--all] [--target T]…` pushes `dist/oci` to a loopback registry, pulls each
+//!   platform back as a router would, unpacks it and runs it ([`registry`]).
 //! - `validate-image TAR…` checks tars with third-party tools: `skopeo inspect`, then
 //!   `skopeo copy` to an OCI layout and `umoci unpack`, then runs the unpacked `/tikban`.
 //! - `demo [--once]` walks through tikban's story with the real LAPI, `routeros-sim` and a
@@ -21,7 +24,9 @@ mod bench;
 mod demo;
 mod dist;
 mod image;
+mod oci;
 mod procs;
+mod registry;
 mod ros;
 mod smoke;
 mod soak;
@@ -43,11 +48,16 @@ commands:
   demo [--once]                  real LAPI + routeros-sim + tikban: ban, show, unban, metrics;
                                  then a live status line until Ctrl-C (--once: stop after the
                                  story, exit non-zero if a checkpoint fails)
-  dist [--all] [--target T]...   build static binaries and RouterOS image tars into dist/
-                                 (default: aarch64 and x86_64; --all adds armv7 and armv5te;
-                                 T is a triple or arm64|x86|arm|armv5); first checks the tools
-                                 and prints the install command of each missing one
+  dist [--all] [--target T]...   build static binaries, RouterOS image tars and an OCI image
+                                 index for registries (dist/oci) into dist/ (default: aarch64
+                                 and x86_64; --all adds armv7 and armv5te; T is a triple or
+                                 arm64|x86|arm|armv5); first checks the tools and prints the
+                                 install command of each missing one
   dist [...] --install-tools     install those tools (versions: scripts/dist-tools.env)
+  registry-check [--all] [--target T]... [--install-tools]
+                                 push dist/oci to a loopback docker-registry with skopeo, pull
+                                 each platform back, umoci unpack, run --version (same targets
+                                 as the dist run before it)
   validate-image TAR...          skopeo inspect, skopeo copy to OCI, umoci unpack, run --version
   smoke [--target T]             qemu end-to-end: real LAPI + routeros-sim, one ban must appear
                                  (default target: aarch64; needs `cargo xtask dist` first)
@@ -75,6 +85,14 @@ fn run(args: Vec<String>) -> Result<()> {
                 dist::install_tools(&targets, &rerun)
             } else {
                 dist::run(&targets, &rerun)
+            }
+        }
+        "registry-check" => {
+            let (install, targets, rerun) = tool_task("registry-check", rest, targets::DEFAULT)?;
+            if install {
+                registry::install_tools(&targets, &rerun)
+            } else {
+                registry::run(&targets, &rerun)
             }
         }
         "validate-image" => {

@@ -1,5 +1,6 @@
-//! The tools `cargo xtask dist` shells out to: checked before any work starts, with the exact
-//! command that installs each missing one, and installed by `--install-tools`.
+//! The tools `cargo xtask dist` and `cargo xtask registry-check` shell out to: checked before any
+//! work starts, with the exact command that installs each missing one, and installed by
+//! `--install-tools`.
 //!
 //! Versions of the PyPI tools come from `scripts/dist-tools.env`, the one place for them; it is
 //! compiled in here and sourced by `scripts/ci-dist.sh`. Why each tool is needed is in
@@ -164,6 +165,12 @@ const UMOCI: AptTool = AptTool {
     args: &["--version"],
     package: "umoci",
 };
+const REGISTRY: AptTool = AptTool {
+    program: "docker-registry",
+    args: &["--version"],
+    package: "docker-registry",
+};
+
 fn qemu(program: &'static str) -> AptTool {
     AptTool {
         program,
@@ -296,6 +303,13 @@ pub fn missing_for_dist(targets: &[&'static Target]) -> Result<Vec<Missing>> {
     apt.extend([SKOPEO, UMOCI]);
     missing.extend(missing_apt(&apt));
     Ok(missing)
+}
+
+/// The tools `cargo xtask registry-check` needs for `targets`.
+pub fn missing_for_registry(targets: &[&'static Target]) -> Vec<Missing> {
+    let mut apt = vec![REGISTRY, SKOPEO, UMOCI];
+    apt.extend(qemus(targets));
+    missing_apt(&apt)
 }
 
 /// The qemu-user runners of `targets`, each once.

@@ -1,5 +1,5 @@
-//! `cargo xtask dist` on a machine without its tools: it must name every missing tool with the
-//! command that installs it, and exit non-zero before building anything.
+//! `cargo xtask dist` (and `registry-check`) on a machine without its tools: it must name every
+//! missing tool with the command that installs it, and exit non-zero before doing anything.
 //!
 //! The xtask binary runs with a `PATH` that holds nothing, or only a stand-in `rustup` whose
 //! answers are fixed, so the result does not depend on what this machine has installed.
@@ -186,4 +186,35 @@ esac
         stderr.contains("cargo xtask dist --target armv5 --install-tools"),
         "{stderr}"
     );
+}
+
+#[test]
+fn registry_check_names_its_tools_too() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = xtask(empty.path(), &["registry-check", "--all"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty());
+    let apt = "apt-get install -y --no-install-recommends";
+    let expected = [
+        ("docker-registry", format!("{apt} docker-registry")),
+        ("skopeo", format!("{apt} skopeo")),
+        ("umoci", format!("{apt} umoci")),
+        ("qemu-aarch64-static", format!("{apt} qemu-user-static")),
+        ("qemu-arm-static", format!("{apt} qemu-user-static")),
+    ];
+    for (name, command) in &expected {
+        assert!(
+            lists(&stderr, name, command),
+            "{name} / {command}:\n{stderr}"
+        );
+    }
+    assert_eq!(stderr.matches("\n  - ").count(), expected.len(), "{stderr}");
+    assert!(
+        stderr
+            .contains("Or install them all with: cargo xtask registry-check --all --install-tools"),
+        "{stderr}"
+    );
+    // The registry was never started: no port was announced.
+    assert!(!stderr.contains("registry on 127.0.0.1"), "{stderr}");
 }
