@@ -794,6 +794,37 @@ mod tests {
     }
 
     #[test]
+    fn url_credentials_are_refused_and_never_echoed() {
+        for url in [
+            "http://bob:PASSWORD@lapi:8080/",
+            "https://bob:PASSWORD@lapi/x?y",
+        ] {
+            let err = client(url).unwrap_err();
+            let text = format!("{err} {err:?}");
+            assert!(
+                !text.contains("PASSWORD") && !text.contains("bob"),
+                "{text}"
+            );
+            assert!(text.contains("<redacted>@lapi"), "{text}");
+        }
+        let mut cfg = LapiConfig::new("http://bob:PASSWORD@lapi/");
+        cfg.client_cert = Some(test_cert());
+        let text = LapiClient::new(cfg).unwrap_err().to_string();
+        assert!(!text.contains("PASSWORD"), "{text}");
+    }
+
+    fn test_cert() -> crate::ClientCert {
+        let cert =
+            rustls_pki_types::pem::PemObject::from_pem_slice(include_bytes!("testdata/client.pem"))
+                .unwrap();
+        let key = rustls_pki_types::pem::PemObject::from_pem_slice(include_bytes!(
+            "testdata/client-key.pem"
+        ))
+        .unwrap();
+        crate::ClientCert::new(vec![cert], key).unwrap()
+    }
+
+    #[test]
     fn user_agent_is_exactly_type_slash_version() {
         let c = client("http://x").unwrap();
         assert_eq!(
