@@ -19,7 +19,6 @@
 //! - [`DecisionCache`] (sans-IO, time passed in): per-value decision ids and expiry;
 //!   [`apply`](DecisionCache::apply) and [`expire`](DecisionCache::expire) return a [`ChangeSet`].
 //! - [`UsageMetrics`], [`CounterDeltas`] (sans-IO): the usage-metrics payload.
-//! - [`Backoff`]: capped exponential retry delays with jitter.
 //!
 //! # Data flow
 //! ```text
@@ -71,7 +70,6 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-mod backoff;
 mod batch;
 mod cache;
 mod client;
@@ -86,7 +84,6 @@ mod value;
 #[cfg(feature = "test-harness")]
 pub mod testing;
 
-pub use backoff::{Backoff, BackoffError};
 pub use batch::{Batch, BatchAdd};
 pub use cache::{ActiveCount, Change, ChangeSet, DecisionCache};
 pub use client::{LapiClient, LapiError, MetricsOutcome};

@@ -8,14 +8,19 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod config;
 pub mod daemon;
+
 pub mod engine;
 pub mod guard;
 pub mod http;
 pub mod metrics;
+#[doc(hidden)]
+pub mod model;
 pub mod rostime;
 pub mod safety;
+pub mod supervisor;
 pub mod usage;
 
 use std::process::ExitCode;
@@ -67,16 +72,13 @@ async fn async_main(config: config::Config) -> ExitCode {
             }
         }
     }
-    let daemon = match daemon::Daemon::new(config, metrics, health) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!(cause = %e, "invalid client configuration");
-            return ExitCode::FAILURE;
-        }
-    };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "tikban started");
-    daemon.run(signal::shutdown()).await;
+    let result = daemon::run(config, metrics, health, signal::shutdown()).await;
     let _ = stop_tx.send(true);
+    if let Err(e) = result {
+        tracing::error!(cause = %e, "invalid client configuration");
+        return ExitCode::FAILURE;
+    }
     if let Some(s) = server {
         let _ = s.await;
     }
@@ -138,7 +140,7 @@ mod logging_tests {
     fn our_crates_and_their_modules_are_ours_and_nothing_else() {
         for t in [
             "tikban",
-            "tikban::driver",
+            "tikban::daemon",
             "crowdsec_lapi::client",
             "routeros_client",
         ] {
