@@ -65,9 +65,8 @@ fn bans_and_unbans_ipv4_ipv6_and_ranges_within_a_poll() {
     assert_eq!(health["lapi"], "up");
     assert_eq!(health["router"], "up");
     assert_eq!(health["synced"], true);
-    let (code, metrics) = t.get("/metrics");
-    assert_eq!(code, 200);
-    for line in [
+    // Gauges follow within a second (they walk the cache, so at most once a second).
+    let lines = [
         "tikban_connected{peer=\"router\"} 1",
         "tikban_connected{peer=\"lapi\"} 1",
         "tikban_router_entries{ip_type=\"ipv4\"} 1",
@@ -75,9 +74,25 @@ fn bans_and_unbans_ipv4_ipv6_and_ranges_within_a_poll() {
         "tikban_decisions{origin=\"cscli\",ip_type=\"ipv4\"} 1",
         "tikban_router_commands_total{kind=\"add\",result=\"ok\"} 3",
         "tikban_router_commands_total{kind=\"remove\",result=\"ok\"} 1",
-    ] {
-        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
-    }
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let metrics = loop {
+        let (code, metrics) = t.get("/metrics");
+        assert_eq!(code, 200);
+        let missing: Vec<&str> = lines
+            .iter()
+            .filter(|l| !metrics.contains(*l))
+            .copied()
+            .collect();
+        if missing.is_empty() {
+            break metrics;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "missing {missing:?} in\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(metrics.contains("tikban_lapi_polls_total{result=\"ok\"}"));
 
     assert!(t.terminate().success(), "SIGTERM exits 0:\n{}", t.output());

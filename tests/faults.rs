@@ -113,8 +113,9 @@ fn router_stall_longer_than_the_command_timeout() {
     truth.extend(ips(5000, 5050));
     converged(&w, &truth, fault_ended, RECONCILE, &mut t);
     watch.finish_for(&stable);
+    // The stalled write batch passed its deadline: the connection was dropped and rebuilt.
     assert!(
-        t.output().contains("command timed out"),
+        t.output().contains("no answer by its deadline"),
         "the stall was not noticed:\n{}",
         t.output()
     );
