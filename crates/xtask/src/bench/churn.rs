@@ -1,12 +1,12 @@
 //! Scenario 3: a day of LAPI 1.4.6 churn, run in compressed time through tikban's real
-//! [`Engine`] and [`DecisionCache`], against a model router and two baseline policies.
+//! [`Supervisor`] (and so its real `Engine` and `DecisionCache`), against a model router and two
+//! baseline policies.
 //!
-//! This is a model run, not a wall-clock run: a synthetic event trace is cut into 10 s polls on a
-//! simulated clock, each poll goes through `DecisionCache::apply` and `Engine::plan_changes`, and
-//! every minute through `Engine::plan_tick` (the lazy refresh), every hour through
-//! `Engine::reconcile` (`RECONCILIATION_INTERVAL=1h`), exactly as `daemon.rs` sequences them. The
-//! ops are applied to a small model router (ids, timeouts that run out) and their outcomes fed
-//! back with `Engine::on_outcome`.
+//! This is a model run, not a wall-clock run: a synthetic event trace is cut into polls on a
+//! simulated clock and fed to the supervisor as the answers to its own poll actions, through
+//! [`tikban::model::Harness`], which answers its router actions with a model router (ids,
+//! timeouts that run out). Nothing here re-implements the daemon's sequencing: the supervisor
+//! decides when to write, refresh, reconcile (`RECONCILIATION_INTERVAL=1h`) and tick.
 //!
 //! The bound tikban is held to is computed without the engine: "real changes" (a value becomes
 //! banned, or is unbanned by a delete; an expiry costs nothing because the router timeout ends
@@ -16,9 +16,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crowdsec_lapi::{Batch, BatchAdd, DecisionCache, Deletion, GoDuration, Label, Value};
-use tikban::engine::RouterRow;
-use tikban::engine::{Engine, EngineConfig, Family, MAX_TIMEOUT_SECS, Op, Outcome, RouterId};
+use std::sync::Arc;
+
+use crowdsec_lapi::{Batch, BatchAdd, Deletion, GoDuration, Label, Value};
+use tikban::engine::MAX_TIMEOUT_SECS;
+use tikban::metrics::Metrics;
+use tikban::model::Harness;
+use tikban::supervisor::{Action, Settings, Supervisor};
 
 const HOUR: u64 = 3600;
 
@@ -48,7 +52,8 @@ pub struct Params {
     pub day: u64,
     /// `CROWDSEC_UPDATE_FREQUENCY`.
     pub poll: u64,
-    /// How often the daemon's tick is modelled (`plan_tick`).
+    /// How often the oracle checks for due refreshes (the supervisor ticks on its own, every
+    /// `TICK`).
     pub tick: u64,
     /// `RECONCILIATION_INTERVAL`.
     pub reconcile: u64,
@@ -256,128 +261,6 @@ fn trace(p: &Params) -> Vec<(u64, Event)> {
     events
 }
 
-/// The model router: what `/ip/firewall/address-list` holds.
-#[derive(Default)]
-struct Router {
-    next_id: u32,
-    entries: HashMap<Value, (u32, u64, String)>,
-}
-
-impl Router {
-    fn expire(&mut self, now: u64) {
-        self.entries.retain(|_, (_, end, _)| *end > now);
-    }
-
-    fn apply(&mut self, op: &Op, engine: &Engine, now: u64) -> Outcome {
-        match op {
-            Op::Add {
-                value,
-                timeout,
-                origin,
-            } => {
-                if self.entries.contains_key(value) {
-                    return Outcome::Duplicate;
-                }
-                self.next_id += 1;
-                let id = self.next_id;
-                let comment = engine.comment(origin.as_str());
-                self.entries.insert(*value, (id, now + timeout, comment));
-                Outcome::Done(RouterId::new(id))
-            }
-            Op::Remove { value, .. } => match self.entries.remove(value) {
-                Some(_) => Outcome::Done(None),
-                None => Outcome::NoSuchItem,
-            },
-            Op::Refresh { value, timeout, .. } => match self.entries.get_mut(value) {
-                Some(e) => {
-                    e.1 = now + timeout;
-                    Outcome::Done(None)
-                }
-                None => Outcome::NoSuchItem,
-            },
-            Op::Lookup { value } => Outcome::Rows(
-                self.entries
-                    .get(value)
-                    .map(|e| row(value, e, now))
-                    .into_iter()
-                    .collect(),
-            ),
-        }
-    }
-
-    fn rows(&self, family: Family, now: u64) -> Vec<RouterRow> {
-        self.entries
-            .iter()
-            .filter(|(v, _)| Family::of(v) == family)
-            .map(|(v, e)| row(v, e, now))
-            .collect()
-    }
-}
-
-fn row(value: &Value, (id, end, comment): &(u32, u64, String), now: u64) -> RouterRow {
-    RouterRow {
-        id: format!("*{id:X}"),
-        address: value.routeros_address(),
-        timeout: Some(Duration::from_secs(end.saturating_sub(now))),
-        comment: Some(comment.clone()),
-    }
-}
-
-/// The engine under test with its cache and the model router.
-struct Tikban {
-    engine: Engine,
-    cache: DecisionCache,
-    router: Router,
-    t0: Instant,
-    poll: u64,
-    report: Report,
-}
-
-impl Tikban {
-    fn at(&self, t: u64) -> Instant {
-        self.t0 + Duration::from_secs(t)
-    }
-
-    fn execute(&mut self, mut ops: Vec<Op>, t: u64) {
-        let now = self.at(t);
-        while !ops.is_empty() {
-            let mut follow = Vec::new();
-            for op in &ops {
-                match op {
-                    Op::Add { .. } => self.report.adds += 1,
-                    Op::Remove { value, .. } => {
-                        self.report.removes += 1;
-                        if self
-                            .router
-                            .entries
-                            .get(value)
-                            .is_none_or(|e| e.1 <= t + self.poll)
-                        {
-                            self.report.removes_of_expiring += 1;
-                        }
-                    }
-                    Op::Refresh { .. } => self.report.refreshes += 1,
-                    Op::Lookup { .. } => self.report.lookups += 1,
-                }
-                let out = self.router.apply(op, &self.engine, t);
-                follow.extend(self.engine.on_outcome(op, out, &self.cache, now));
-            }
-            ops = follow;
-        }
-    }
-
-    fn reconcile(&mut self, t: u64) -> Vec<Op> {
-        let now = self.at(t);
-        let mut ops = Vec::new();
-        for family in Family::ALL {
-            let rows = self.router.rows(family, t);
-            ops.extend(self.engine.reconcile(family, rows, &self.cache, now));
-        }
-        self.engine.mark_fresh();
-        ops
-    }
-}
-
 /// The oracle's view of one banned value.
 struct Wanted {
     /// Live decisions: id → end.
@@ -397,30 +280,35 @@ fn go_duration(secs: u64) -> GoDuration {
     GoDuration::parse(&format!("{secs}s")).unwrap_or_else(|_| unreachable!("{secs}s parses"))
 }
 
+/// The supervisor under test, with the model router, on the model clock.
+fn tikban(p: &Params, t0: Instant) -> Harness {
+    let settings = Settings {
+        update_frequency: Duration::from_secs(p.poll),
+        poll_timeout: Duration::from_secs(30),
+        snapshot_timeout: Duration::from_secs(300),
+        reconciliation_interval: Duration::from_secs(p.reconcile),
+        metrics_interval: None,
+        connect_timeout: Duration::from_secs(10),
+        command_timeout: Duration::from_secs(30),
+        lists: [
+            Some("crowdsec-banned".to_owned()),
+            Some("crowdsec6-banned".to_owned()),
+        ],
+        comment_prefix: "tikban".to_owned(),
+    };
+    let sup = Supervisor::new(settings, Arc::new(Metrics::new()), p.seed, t0);
+    let mut h = Harness::new(sup, t0);
+    h.router.expiring_window = Duration::from_secs(p.poll);
+    h.step();
+    h
+}
+
 /// Runs the day; see the module docs.
 pub fn run(p: &Params) -> Report {
     let events = trace(p);
     let t0 = Instant::now();
-    let margin = Duration::from_secs((p.poll * 6).max(300));
-    let engine = Engine::new(
-        EngineConfig {
-            lists: [
-                Some("crowdsec-banned".to_owned()),
-                Some("crowdsec6-banned".to_owned()),
-            ],
-            prefix: "tikban".to_owned(),
-            refresh_margin: margin,
-        },
-        t0,
-    );
-    let mut tk = Tikban {
-        engine,
-        cache: DecisionCache::new(t0),
-        router: Router::default(),
-        t0,
-        poll: p.poll,
-        report: Report::default(),
-    };
+    let mut tk = tikban(p, t0);
+    let mut report = Report::default();
     let community = Label::new("CAPI");
     let local = Label::new("crowdsec");
     let max = MAX_TIMEOUT_SECS;
@@ -431,9 +319,9 @@ pub fn run(p: &Params) -> Report {
 
     let mut next = 0usize;
     let mut t = 0u64;
+    let mut batch = Batch::new(true);
     loop {
-        // Events of this poll: (t - poll, t], or everything at t = 0 (the startup snapshot).
-        let mut batch = Batch::new(t == 0);
+        // Events up to this poll: (t - poll, t], or everything at t = 0 (the startup snapshot).
         while let Some((at, ev)) = events.get(next) {
             if *at > t {
                 break;
@@ -446,15 +334,15 @@ pub fn run(p: &Params) -> Report {
                     duration,
                     community: c,
                 } => {
-                    tk.report.decisions += 1;
+                    report.decisions += 1;
                     let end = at + duration;
                     match wanted.get_mut(&value) {
                         Some(w) if w.end() > t => {
-                            tk.report.reinserts += 1;
+                            report.reinserts += 1;
                             w.ids.insert(id, end);
                         }
                         _ => {
-                            tk.report.real_changes += 1;
+                            report.real_changes += 1;
                             let router_end = t + (end - t).min(max);
                             let mut ids = HashMap::new();
                             ids.insert(id, end);
@@ -472,7 +360,7 @@ pub fn run(p: &Params) -> Report {
                     if let Some(w) = wanted.get_mut(&value) {
                         w.ids.remove(&id);
                         if w.end() <= t {
-                            tk.report.real_changes += 1;
+                            report.real_changes += 1;
                             wanted.remove(&value);
                         }
                     }
@@ -480,35 +368,13 @@ pub fn run(p: &Params) -> Report {
                 }
             }
         }
-        let now = tk.at(t);
 
-        // tikban, sequenced as `Daemon::step`.
-        if t == 0 {
-            tk.cache.apply_quiet(&batch, now);
-            let ops = tk.reconcile(t);
-            tk.execute(ops, t);
-        } else {
-            let changes = tk.cache.apply(&batch, now);
-            let ops = tk.engine.plan_changes(&changes, now);
-            tk.execute(ops, t);
-        }
-        drop(batch);
-        if tk.cache.next_expiry().is_some_and(|e| e <= now) {
-            let changes = tk.cache.expire(now);
-            let ops = tk.engine.plan_changes(&changes, now);
-            tk.execute(ops, t);
-        }
-        if t % p.tick == 0 {
-            tk.router.expire(t);
-        }
-        if t > 0 && t % p.reconcile == 0 {
-            let ops = tk.reconcile(t);
-            tk.report.reconcile_writes += ops.iter().filter(|o| o.kind() != "print").count() as u64;
-            tk.execute(ops, t);
-        }
-        if t % p.tick == 0 {
-            let ops = tk.engine.plan_tick(&tk.cache, now);
-            tk.execute(ops, t);
+        // tikban: the supervisor asked for this poll; answer it (it then writes, refreshes and
+        // reconciles as it sees fit). Without a poll in flight the events wait for the next one.
+        tk.advance(t0 + Duration::from_secs(t) - tk.now);
+        if tk.lapi.iter().any(|a| matches!(a, Action::Poll { .. })) {
+            let answer = std::mem::replace(&mut batch, Batch::new(false));
+            tk.answer_poll(Ok(answer));
         }
 
         // The oracle: expiries are free, a router entry that ends before its decision is
@@ -521,7 +387,7 @@ pub fn run(p: &Params) -> Report {
             for w in wanted.values_mut() {
                 let end = w.end();
                 if w.router_end <= t + p.tick && end > w.router_end {
-                    tk.report.oracle_refreshes += 1;
+                    report.oracle_refreshes += 1;
                     w.router_end = t + (end - t).min(max);
                 }
             }
@@ -530,9 +396,9 @@ pub fn run(p: &Params) -> Report {
         // Baseline: rebuild the whole list every hour (remove all, add all).
         if t == 0 {
             rebuild_list = wanted.len() as u64;
-            tk.report.hourly_rebuild += rebuild_list;
+            report.hourly_rebuild += rebuild_list;
         } else if t % HOUR == 0 {
-            tk.report.hourly_rebuild += rebuild_list + wanted.len() as u64;
+            report.hourly_rebuild += rebuild_list + wanted.len() as u64;
             rebuild_list = wanted.len() as u64;
         }
 
@@ -541,9 +407,16 @@ pub fn run(p: &Params) -> Report {
             break;
         }
     }
+    let ops = |k| tk.router.ops.get(k).copied().unwrap_or(0);
+    report.adds = ops("add");
+    report.removes = ops("remove");
+    report.refreshes = ops("set");
+    report.lookups = ops("print");
+    report.removes_of_expiring = tk.router.removes_of_expiring;
+    report.reconcile_writes = tk.reconcile_writes;
     // Baseline: tikban's real changes plus a `set` for every re-sent decision.
-    tk.report.refresh_every_reinsert = tk.report.real_changes + tk.report.reinserts;
-    tk.report
+    report.refresh_every_reinsert = report.real_changes + report.reinserts;
+    report
 }
 
 #[cfg(test)]
