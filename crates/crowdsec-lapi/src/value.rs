@@ -197,21 +197,6 @@ impl Value {
     pub fn is_network(&self) -> bool {
         matches!(self.repr, Repr::Net4(..) | Repr::Net6(..))
     }
-
-    /// The `address` RouterOS stores and prints for this value (`routeros-api.md` §9): IPv4 hosts
-    /// bare, networks as `addr/len`, IPv6 hosts with `/128` as `/ipv6` lists print them.
-    ///
-    /// ```
-    /// use crowdsec_lapi::Value;
-    /// assert_eq!(Value::parse("2001:db8::1").unwrap().routeros_address(), "2001:db8::1/128");
-    /// assert_eq!(Value::parse("192.0.34.166/32").unwrap().routeros_address(), "192.0.34.166");
-    /// ```
-    pub fn routeros_address(&self) -> String {
-        match self.repr {
-            Repr::V6(a) => format!("{a}/128"),
-            _ => self.to_string(),
-        }
-    }
 }
 
 fn mask6(a: Ipv6Addr, prefix: u8) -> Ipv6Addr {
@@ -327,16 +312,6 @@ mod tests {
     }
 
     #[test]
-    fn routeros_address_matches_the_router_print_table() {
-        // routeros-api.md §9 normalisation table.
-        let r = |s: &str| Value::parse(s).unwrap().routeros_address();
-        assert_eq!(r("192.0.34.166/32"), "192.0.34.166");
-        assert_eq!(r("203.0.113.77/24"), "203.0.113.0/24");
-        assert_eq!(r("2001:db8::1"), "2001:db8::1/128");
-        assert_eq!(r("2001:db8::/48"), "2001:db8::/48");
-    }
-
-    #[test]
     fn value_is_small() {
         assert!(std::mem::size_of::<Value>() <= 18);
     }
@@ -393,7 +368,6 @@ mod tests {
             let v = Value::from_ip(ip);
             prop_assert!(!v.to_string().contains('/'));
             prop_assert_eq!(Value::parse(&v.to_string()).unwrap(), v);
-            prop_assert_eq!(v.routeros_address().ends_with("/128"), v.is_ipv6());
         }
 
         #[test]

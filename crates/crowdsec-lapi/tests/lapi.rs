@@ -127,7 +127,7 @@ async fn ranges_ipv6_capitals_and_import_quirks_are_canonicalised() {
         ]
     );
     let v6 = b.adds().iter().find(|a| a.value.is_ipv6()).expect("v6");
-    assert_eq!(v6.value.routeros_address(), "2001:db8::abcd/128");
+    assert_eq!(v6.value.to_string(), "2001:db8::abcd");
     let imported = b
         .adds()
         .iter()

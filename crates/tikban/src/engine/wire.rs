@@ -146,6 +146,16 @@ mod tests {
     }
 
     #[test]
+    fn addresses_match_the_router_print_table() {
+        // routeros-api.md §9 normalisation table.
+        let r = |s: &str| routeros_address(&Value::parse(s).unwrap());
+        assert_eq!(r("192.0.34.166/32"), "192.0.34.166");
+        assert_eq!(r("203.0.113.77/24"), "203.0.113.0/24");
+        assert_eq!(r("2001:db8::1"), "2001:db8::1/128");
+        assert_eq!(r("2001:db8::/48"), "2001:db8::/48");
+    }
+
+    #[test]
     fn a_refused_build_is_a_trap_not_a_success() {
         let err = CommandError::ValueTooLong(usize::MAX);
         assert!(matches!(build_failed(&err), Outcome::Trap(m) if m.contains("cannot build")));
