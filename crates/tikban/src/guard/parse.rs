@@ -225,13 +225,51 @@ impl<'a> Event<'a> {
 
 /// True when the comma-separated `topics` hold `topic`.
 pub fn has_topic(topics: &str, topic: &str) -> bool {
-    topics.split(',').any(|t| t == topic)
+    topics
+        .as_bytes()
+        .split(|&b| b == b',')
+        .any(|t| t == topic.as_bytes())
+}
+
+/// Whether `topics` hold `script` and `firewall`, in one pass.
+fn topic_flags(topics: &str) -> (bool, bool) {
+    let (mut script, mut firewall) = (false, false);
+    for t in topics.as_bytes().split(|&b| b == b',') {
+        script |= t == b"script";
+        firewall |= t == b"firewall";
+    }
+    (script, firewall)
+}
+
+/// `text` split at its last space.
+fn split_last_space(text: &str) -> Option<(&str, &str)> {
+    // A byte scan: these texts are short, and a char searcher costs more to set up.
+    let i = text.as_bytes().iter().rposition(|&b| b == b' ')?;
+    Some((&text[..i], &text[i + 1..]))
+}
+
+/// The first position of `needle` in `text` at or after `from`. For the short ASCII markers
+/// of firewall lines: a byte scan for the first byte, then a compare (cheaper than building a
+/// substring searcher for every line).
+fn find_at(text: &str, needle: &str, from: usize) -> Option<usize> {
+    let (b, n) = (text.as_bytes(), needle.as_bytes());
+    let first = *n.first()?;
+    let mut i = from;
+    while i + n.len() <= b.len() {
+        let at = i + b[i..].iter().position(|&c| c == first)?;
+        if b.get(at..at + n.len()) == Some(n) {
+            return Some(at);
+        }
+        i = at + 1;
+    }
+    None
 }
 
 /// Parses one log entry. `None` for anything that is not one of the shapes above, including
 /// every line whose topics include `script`.
 pub fn parse<'a>(topics: &str, message: &'a str) -> Option<Event<'a>> {
-    if has_topic(topics, "script") {
+    let (script, firewall) = topic_flags(topics);
+    if script {
         return None;
     }
     match message.as_bytes().first()? {
@@ -242,7 +280,7 @@ pub fn parse<'a>(topics: &str, message: &'a str) -> Option<Event<'a>> {
         }
         _ => {}
     }
-    if topics.is_empty() || has_topic(topics, "firewall") {
+    if topics.is_empty() || firewall {
         parse_firewall(message).map(Event::Firewall)
     } else {
         None
@@ -287,10 +325,11 @@ fn parse_account(message: &str) -> Option<Event<'_>> {
 /// Splits ` outcome=<word> src=<address>` off the end. `None` when the message does not end
 /// that way (no extra info).
 fn split_extra(message: &str) -> Option<(&str, IpAddr)> {
-    let (head, src) = message.rsplit_once(" src=")?;
-    let src = parse_ip(src)?;
-    let (head, outcome) = head.rsplit_once(" outcome=")?;
-    if outcome.is_empty() || outcome.contains(' ') {
+    // The address and the outcome word hold no space: each is the text after a last space.
+    let (head, src) = split_last_space(message)?;
+    let src = parse_ip(src.strip_prefix("src=")?)?;
+    let (head, outcome) = split_last_space(head)?;
+    if outcome.strip_prefix("outcome=")?.is_empty() {
         return None;
     }
     Some((head, src))
@@ -358,13 +397,16 @@ fn parse_plain(kind: Kind, message: &str) -> Option<(Event<'_>, &str)> {
         let source = parse_ip(message.strip_prefix(DENIED)?)?;
         return Some((Event::Denied { source }, "winbox/dude"));
     }
-    let (head, word) = message.rsplit_once(" via ")?;
-    if word.is_empty() || word.contains(' ') {
+    // From the end: ` from <address> via <word>`, where neither the word nor the address holds
+    // a space. So the word follows the last space, and the address the last space before
+    // ` via`: the same split as the last ` via ` and the last ` from ` before it.
+    let (head, word) = split_last_space(message)?;
+    if word.is_empty() {
         return None;
     }
-    let at = head.rfind(" from ")?;
-    let source = parse_ip(&head[at + 6..])?;
-    let before = &head[..at];
+    let (before, addr) = split_last_space(head.strip_suffix(" via")?)?;
+    let source = parse_ip(addr)?;
+    let before = before.strip_suffix(" from")?;
     let service = Service::parse(word);
     let event = match kind {
         Kind::Failure => {
@@ -415,7 +457,8 @@ pub fn parse_ip(text: &str) -> Option<IpAddr> {
     if text.is_empty() || text.len() > 78 {
         return None;
     }
-    let ip = match text.split_once('%') {
+    let percent = text.as_bytes().iter().position(|&b| b == b'%');
+    let ip = match percent.map(|i| (&text[..i], &text[i + 1..])) {
         Some((addr, zone)) => {
             let zone_ok = !zone.is_empty()
                 && zone.len() <= 32
@@ -427,15 +470,44 @@ pub fn parse_ip(text: &str) -> Option<IpAddr> {
             }
             IpAddr::V6(addr.parse().ok()?)
         }
-        None => text.parse().ok()?,
+        None => match parse_ipv4(text.as_bytes()) {
+            Some(v4) => return Some(IpAddr::V4(v4)),
+            None => text.parse().ok()?,
+        },
     };
     Some(ip.to_canonical())
+}
+
+/// Dotted-quad IPv4, the common case, without the general parser: four decimal octets of at
+/// most three digits, no leading zero, at most 255, as `std` accepts them (checked against it
+/// in the tests). `None` sends the text to the general parser.
+fn parse_ipv4(text: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = text.split(|&b| b == b'.');
+    for octet in &mut octets {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
+            return None;
+        }
+        let mut n: u16 = 0;
+        for &d in part {
+            if !d.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + u16::from(d - b'0');
+        }
+        *octet = u8::try_from(n).ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(octets.into())
 }
 
 /// A firewall log line: `[<prefix> ]<chain>: in:<if> out:<if>, [connection-state:<s> ][src-mac
 /// <mac>, ]proto <P>[ (<flags>)], <src>-><dst>, len <n>[, …]`.
 fn parse_firewall(message: &str) -> Option<Packet<'_>> {
-    let at = message.find(": in:")?;
+    let at = find_at(message, ": in:", 0)?;
     let (prefix, chain) = match message[..at].rsplit_once(' ') {
         Some((p, c)) => (p, c),
         None => ("", &message[..at]),
@@ -444,10 +516,14 @@ fn parse_firewall(message: &str) -> Option<Packet<'_>> {
         return None;
     }
     let tail = &message[at + 5..];
-    let proto_at = tail
-        .match_indices("proto ")
-        .map(|(i, _)| i)
-        .find(|&i| i > 0 && matches!(tail.as_bytes()[i - 1], b' ' | b','))?;
+    let mut from = 0;
+    let proto_at = loop {
+        let i = find_at(tail, "proto ", from)?;
+        if i > 0 && matches!(tail.as_bytes()[i - 1], b' ' | b',') {
+            break i;
+        }
+        from = i + 1;
+    };
     let after = &tail[proto_at + 6..];
     let end = after.find([' ', ',']).unwrap_or(after.len());
     let protocol = match &after[..end] {
@@ -466,7 +542,7 @@ fn parse_firewall(message: &str) -> Option<Packet<'_>> {
         rest = &r[r.find(')')? + 1..];
     }
     let rest = rest.strip_prefix(", ")?;
-    let pair = rest.split(", ").next()?;
+    let pair = &rest[..find_at(rest, ", ", 0).unwrap_or(rest.len())];
     let (src, dst) = pair.split_once("->")?;
     let (src, src_port) = parse_endpoint(src)?;
     let (dst, dst_port) = parse_endpoint(dst)?;
@@ -771,6 +847,48 @@ mod tests {
             (g.prefix, g.chain, g.dst, g.dst_port),
             ("my drop: x", "input", ip("3.3.3.3"), Some(4))
         );
+    }
+
+    #[test]
+    fn the_ipv4_fast_path_agrees_with_std() {
+        let cases = [
+            "0.0.0.0",
+            "255.255.255.255",
+            "1.2.3.4",
+            "01.2.3.4",
+            "1.2.3",
+            "1.2.3.4.5",
+            "256.1.1.1",
+            "1..2.3",
+            "1.2.3.4 ",
+            "a.b.c.d",
+            "1000.1.1.1",
+            "",
+            ".",
+            "1.2.3.",
+            "00.0.0.0",
+            "10.0.0.010",
+            "+1.2.3.4",
+            "1.2.3.-4",
+        ];
+        for c in cases {
+            let std: Option<std::net::Ipv4Addr> = c.parse().ok();
+            assert_eq!(parse_ipv4(c.as_bytes()), std, "{c:?}");
+        }
+        for n in (0..=u32::MAX).step_by(7_919_993) {
+            let ip = std::net::Ipv4Addr::from(n);
+            assert_eq!(parse_ipv4(ip.to_string().as_bytes()), Some(ip));
+        }
+    }
+
+    #[test]
+    fn find_at_finds_markers_and_respects_the_start() {
+        assert_eq!(find_at("a: in: b: in:", ": in:", 0), Some(1));
+        assert_eq!(find_at("a: in: b: in:", ": in:", 2), Some(8));
+        assert_eq!(find_at("a: i", ": in:", 0), None);
+        assert_eq!(find_at("", "x", 0), None);
+        assert_eq!(find_at("é proto x", "proto ", 0), Some(3));
+        assert_eq!(find_at("abc", "abc", 1), None);
     }
 
     #[test]

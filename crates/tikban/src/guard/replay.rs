@@ -254,7 +254,11 @@ pub fn run<R: BufRead, W: Write>(
             }
             Line::Text => {
                 summary.lines += 1;
-                String::from_utf8_lossy(&buf)
+                // Valid UTF-8 (the usual case) is borrowed; anything else is made valid.
+                match std::str::from_utf8(&buf) {
+                    Ok(text) => std::borrow::Cow::Borrowed(text),
+                    Err(_) => String::from_utf8_lossy(&buf),
+                }
             }
         };
         let record = reader.record(&line);

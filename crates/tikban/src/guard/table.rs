@@ -4,10 +4,12 @@
 //!
 //! - **Records** live in a `Vec` whose capacity is reserved once at the cap. A full table reuses
 //!   a record in place; nothing is freed or allocated after start.
-//! - **Index**: linear probing over `u32` record numbers in a power-of-two array of at least
-//!   1.5 × the cap (load ≤ 2/3), keyed by SipHash-1-3 with a caller-supplied random key, so a
-//!   peer who picks addresses cannot pile them onto one probe chain. Removal shifts the chain
-//!   back (no tombstones).
+//! - **Index**: linear probing in a power-of-two array of at least 1.5 × the cap (load ≤ 2/3),
+//!   keyed by SipHash-1-3 with a caller-supplied random key, so a peer who picks addresses
+//!   cannot pile them onto one probe chain. A slot is one `u32`: the record number (20 bits), a
+//!   6-bit tag from the hash (a probe reads a record only when the tag matches) and the
+//!   distance from the home slot (6 bits; 63 = farther, recomputed from the key). Removal shifts
+//!   the chain back (no tombstones) using the stored distances, so it touches no record.
 //! - **Eviction** is a clock hand over the records. It takes the first *cold* record it meets
 //!   (no bucket above one event's worth of level: a single stale failure, an idle or already
 //!   detected source) and skips *hot* ones. After [`SCAN`] hot records in a row it refuses the
@@ -21,8 +23,13 @@ pub const SCAN: usize = 32;
 /// Slots in the distinct-value ring of a source (user-name hashes and destination ports).
 pub const RING: usize = 16;
 
-/// No record at this index slot.
+/// No record at this index slot. Its record bits (2^20 − 1) exceed any record number.
 const EMPTY: u32 = u32::MAX;
+/// Bits of an index slot that hold the record number (records < 2^20, as max sources ≤ 10^6).
+const RECORD_BITS: u32 = 20;
+const RECORD_MASK: u32 = (1 << RECORD_BITS) - 1;
+/// A stored distance of 63 means "63 or more": recompute it from the key.
+const FAR: u32 = 63;
 
 /// Bucket numbers in [`Source`].
 pub const LOGIN: usize = 0;
@@ -215,20 +222,26 @@ impl Table {
         self.sources.get_mut(i)
     }
 
-    fn home(&self, key: &[u8; 16]) -> usize {
-        (sip13(self.key.0, self.key.1, &words(key), 16) as usize) & self.mask
+    /// The home slot and the tag of `key`.
+    fn place(&self, key: &[u8; 16]) -> (usize, u32) {
+        let h = sip13(self.key.0, self.key.1, &words(key), 16);
+        ((h as usize) & self.mask, (h >> 58) as u32)
     }
 
     /// The record of `key`.
     pub fn find(&self, key: &[u8; 16]) -> Option<usize> {
-        let mut slot = self.home(key);
+        let (mut slot, tag) = self.place(key);
         loop {
-            let r = self.index[slot];
-            if r == EMPTY {
+            let e = self.index[slot];
+            if e == EMPTY {
                 return None;
             }
-            if self.sources[r as usize].key == *key {
-                return Some(r as usize);
+            if tag_of(e) == tag {
+                let r = (e & RECORD_MASK) as usize;
+                // As two integers: one compare, no call (the key is 16 bytes).
+                if u128::from_ne_bytes(self.sources[r].key) == u128::from_ne_bytes(*key) {
+                    return Some(r);
+                }
             }
             slot = (slot + 1) & self.mask;
         }
@@ -246,16 +259,16 @@ impl Table {
                 return Inserted::Refused;
             };
             let old = self.sources[victim].key;
-            self.unindex(&old);
+            self.unindex(victim, &old);
             self.sources[victim] = Source::new(key, now);
             (victim, Inserted::Evicted(victim))
         };
-        let mut slot = self.home(&key);
+        let (home, tag) = self.place(&key);
+        let mut slot = home;
         while self.index[slot] != EMPTY {
             slot = (slot + 1) & self.mask;
         }
-        // `record < cap ≤ 1_000_000` (checked by the settings), so it fits a u32.
-        self.index[slot] = record as u32;
+        self.index[slot] = pack(record, tag, slot.wrapping_sub(home) & self.mask);
         outcome
     }
 
@@ -272,15 +285,16 @@ impl Table {
         None
     }
 
-    /// Removes `key` from the index (backward-shift deletion).
-    fn unindex(&mut self, key: &[u8; 16]) {
-        let mut hole = self.home(key);
+    /// Removes record `record` (whose key is `key`) from the index: backward-shift deletion,
+    /// reading stored distances instead of records.
+    fn unindex(&mut self, record: usize, key: &[u8; 16]) {
+        let (mut hole, _) = self.place(key);
         loop {
-            let r = self.index[hole];
-            if r == EMPTY {
+            let e = self.index[hole];
+            if e == EMPTY {
                 return;
             }
-            if self.sources[r as usize].key == *key {
+            if (e & RECORD_MASK) as usize == record {
                 break;
             }
             hole = (hole + 1) & self.mask;
@@ -288,11 +302,18 @@ impl Table {
         let mut next = hole;
         loop {
             next = (next + 1) & self.mask;
-            let r = self.index[next];
-            if r == EMPTY {
+            let e = self.index[next];
+            if e == EMPTY {
                 break;
             }
-            let home = self.home(&self.sources[r as usize].key);
+            let dist = match e >> 26 {
+                FAR => {
+                    let (home, _) = self.place(&self.sources[(e & RECORD_MASK) as usize].key);
+                    next.wrapping_sub(home) & self.mask
+                }
+                d => d as usize,
+            };
+            let home = next.wrapping_sub(dist) & self.mask;
             // Move `next` into the hole unless its home lies cyclically in (hole, next].
             let stays = if hole <= next {
                 hole < home && home <= next
@@ -300,12 +321,25 @@ impl Table {
                 hole < home || home <= next
             };
             if !stays {
-                self.index[hole] = r;
+                let moved = next.wrapping_sub(hole) & self.mask;
+                self.index[hole] = pack((e & RECORD_MASK) as usize, tag_of(e), dist - moved);
                 hole = next;
             }
         }
         self.index[hole] = EMPTY;
     }
+}
+
+/// An index slot: record number, tag, distance from home (capped at [`FAR`]).
+fn pack(record: usize, tag: u32, dist: usize) -> u32 {
+    // `record < max sources ≤ 1_000_000 < 2^20` (checked by the settings).
+    (record as u32 & RECORD_MASK)
+        | (tag & 0x3f) << RECORD_BITS
+        | (dist.min(FAR as usize) as u32) << 26
+}
+
+fn tag_of(slot: u32) -> u32 {
+    (slot >> RECORD_BITS) & 0x3f
 }
 
 /// The little-endian word of an 8-byte slice (callers pass `chunks_exact(8)` chunks).
@@ -460,6 +494,39 @@ mod tests {
             }
         }
         assert_eq!(t.len(), 100);
+    }
+
+    #[test]
+    fn long_chains_past_the_stored_distance_stay_consistent() {
+        // 100 keys with one home slot: distances up to 99, past the 6-bit field (FAR = 63).
+        let mut t = Table::new(150, [5, 6]);
+        let home = t.place(&key(0)).0;
+        let same: Vec<u32> = (0..)
+            .filter(|&n| t.place(&key(n)).0 == home)
+            .take(100)
+            .collect();
+        let others: Vec<u32> = (10_000_000..)
+            .filter(|&n| t.place(&key(n)).0 != home)
+            .take(50)
+            .collect();
+        for &n in same.iter().chain(&others) {
+            assert!(matches!(t.insert(key(n), 0, &LEAK), Inserted::New(_)));
+        }
+        assert!(t.index.iter().any(|&e| e != EMPTY && e >> 26 == FAR));
+        // Each new key evicts the oldest record (the hand's order): the chain loses its head,
+        // then its middle, and every survivor must still be found.
+        let mut live: Vec<u32> = same.iter().chain(&others).copied().collect();
+        for n in 20_000_000..20_000_120 {
+            assert!(matches!(t.insert(key(n), 0, &LEAK), Inserted::Evicted(_)));
+            let gone = live.remove(0);
+            live.push(n);
+            assert_eq!(t.find(&key(gone)), None, "{gone} still found");
+            for &m in &live {
+                assert!(t.find(&key(m)).is_some(), "{m} lost after inserting {n}");
+            }
+        }
+        let used = t.index.iter().filter(|&&e| e != EMPTY).count();
+        assert_eq!(used, 150);
     }
 
     #[test]

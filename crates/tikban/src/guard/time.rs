@@ -165,16 +165,23 @@ fn days_in_month(year: i32, month: u32) -> u32 {
 
 /// The month number of an English three-letter abbreviation, any case (`Oct`, `oct`, `OCT`).
 pub fn month_of(abbrev: &str) -> Option<u32> {
-    const MONTHS: [&str; 12] = [
-        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-    ];
-    if abbrev.len() != 3 {
-        return None;
-    }
-    MONTHS
-        .iter()
-        .position(|m| m.eq_ignore_ascii_case(abbrev))
-        .map(|i| i as u32 + 1)
+    let [a, b, c] = <[u8; 3]>::try_from(abbrev.as_bytes()).ok()?;
+    let lower = [a, b, c].map(|x| x.to_ascii_lowercase());
+    Some(match &lower {
+        b"jan" => 1,
+        b"feb" => 2,
+        b"mar" => 3,
+        b"apr" => 4,
+        b"may" => 5,
+        b"jun" => 6,
+        b"jul" => 7,
+        b"aug" => 8,
+        b"sep" => 9,
+        b"oct" => 10,
+        b"nov" => 11,
+        b"dec" => 12,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
