@@ -250,6 +250,12 @@ impl Config {
         let api_key = C::secret_value(&raw.crowdsec_bouncer_api_key).map(SecretString::from);
         let update_frequency =
             c.positive_duration(&raw.crowdsec_update_frequency, "CROWDSEC_UPDATE_FREQUENCY");
+        // crate::supervisor::default_poll_timeout explains the defaults.
+        let poll_timeout = match C::value(&raw.crowdsec_poll_timeout) {
+            None => crate::supervisor::default_poll_timeout(update_frequency),
+            Some(_) => c.positive_duration(&raw.crowdsec_poll_timeout, "CROWDSEC_POLL_TIMEOUT"),
+        };
+        let snapshot_timeout = crate::supervisor::snapshot_timeout(poll_timeout);
         let metrics_interval = {
             let d = c.duration(
                 &raw.crowdsec_lapi_metrics_interval,
@@ -364,6 +370,8 @@ impl Config {
             url,
             api_key,
             update_frequency,
+            poll_timeout,
+            snapshot_timeout,
             origins: C::list(&raw.crowdsec_origins, "CROWDSEC_ORIGINS"),
             scopes,
             decision_types,

@@ -17,6 +17,7 @@ pub struct RawEnv {
     pub crowdsec_url: Option<String>,
     pub crowdsec_bouncer_api_key: Option<SecretString>,
     pub crowdsec_update_frequency: Option<String>,
+    pub crowdsec_poll_timeout: Option<String>,
     pub crowdsec_origins: Option<String>,
     pub crowdsec_scopes: Option<String>,
     pub crowdsec_decisions_types: Option<String>,

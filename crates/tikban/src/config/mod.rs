@@ -63,6 +63,10 @@ pub struct LapiSettings {
     pub api_key: Option<SecretString>,
     /// Poll interval.
     pub update_frequency: Duration,
+    /// Overall deadline of a delta poll.
+    pub poll_timeout: Duration,
+    /// Overall deadline of a `startup=true` snapshot.
+    pub snapshot_timeout: Duration,
     /// Origins filter (empty = all).
     pub origins: Vec<String>,
     /// Scopes.

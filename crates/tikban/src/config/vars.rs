@@ -67,6 +67,12 @@ pub const VARS: &[Var] = &[
         "how often to poll the decision stream",
     ),
     var(
+        "CROWDSEC_POLL_TIMEOUT",
+        None,
+        DURATION,
+        "overall deadline of one delta poll (default 3 x CROWDSEC_UPDATE_FREQUENCY, at least 30s); startup snapshots get 10 x this, at least 5m",
+    ),
+    var(
         "CROWDSEC_ORIGINS",
         None,
         LIST,

@@ -106,8 +106,8 @@ impl Settings {
     pub fn from_config(c: &crate::config::Config) -> Self {
         Settings {
             update_frequency: c.lapi.update_frequency,
-            poll_timeout: default_poll_timeout(c.lapi.update_frequency),
-            snapshot_timeout: default_snapshot_timeout(c.lapi.update_frequency),
+            poll_timeout: c.lapi.poll_timeout,
+            snapshot_timeout: c.lapi.snapshot_timeout,
             reconciliation_interval: c.reconciliation_interval,
             metrics_interval: c.lapi.metrics_interval,
             connect_timeout: c.router.connect_timeout,
@@ -131,12 +131,12 @@ pub fn default_poll_timeout(update_frequency: Duration) -> Duration {
     (update_frequency * 3).max(Duration::from_secs(30))
 }
 
-/// The overall deadline of a `startup=true` snapshot: ten delta deadlines, at least 5 minutes. A
-/// 1,000,000-decision snapshot is ~185 MB (`crowdsec-lapi.md` §6); LAPI 1.4.6 took 2.4 s to the
-/// first byte at 100k, and 185 MB take ~15 s at 100 Mbit/s, so 5 minutes leave room for a slow
-/// LAPI host and a slow link.
-pub fn default_snapshot_timeout(update_frequency: Duration) -> Duration {
-    (default_poll_timeout(update_frequency) * 10).max(Duration::from_secs(300))
+/// The overall deadline of a `startup=true` snapshot, from the delta deadline: ten of them, at
+/// least 5 minutes. A 1,000,000-decision snapshot is ~185 MB (`crowdsec-lapi.md` §6); LAPI 1.4.6
+/// took 2.4 s to the first byte at 100k, and 185 MB take ~15 s at 100 Mbit/s, so 5 minutes leave
+/// room for a slow LAPI host and a slow link.
+pub fn snapshot_timeout(poll_timeout: Duration) -> Duration {
+    (poll_timeout * 10).max(Duration::from_secs(300))
 }
 
 /// A failed peer operation, as the daemon reports it.
