@@ -59,6 +59,8 @@ async fn async_main(config: config::Config) -> ExitCode {
     if let Some(addr) = config.metrics {
         match http::bind(addr).await {
             Ok(listener) => {
+                // The bound address: with METRICS_PORT=0 the system picks a free port.
+                let addr = listener.local_addr().unwrap_or(addr);
                 tracing::info!(%addr, "serving /metrics and /health");
                 let state = http::State {
                     metrics: metrics.clone(),
