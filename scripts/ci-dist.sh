@@ -77,7 +77,7 @@ routeros-lsp check routeros-scripts/ || true
 routeros-lsp check --format json routeros-scripts/ | python3 -c '
 import json, re, sys
 findings = json.load(sys.stdin)
-# The checker schema comes from a CHR without the container package (build-env.md), so the
+# The checker schema comes from a CHR without the container package (docs/reference/build-env.md), so the
 # package menus /container and /interface/veth are unknown to it. Nothing else is accepted.
 accepted = re.compile(r"^'"'"'(container|veth)'"'"' is not a menu or command")
 bad = [f for f in findings

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Unpack Debian's crowdsec package (LAPI + cscli) into target/deps/crowdsec without running its
 # maintainer scripts: the postinst registers with the Central API, which fails offline
-# (../shared/reference/build-env.md, "The real CrowdSec LAPI").
+# (docs/reference/build-env.md, "The real CrowdSec LAPI").
 #
 # Idempotent. Prints the directory holding `crowdsec` and `cscli`.
 set -euo pipefail

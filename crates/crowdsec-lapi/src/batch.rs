@@ -77,7 +77,7 @@ impl Batch {
 
     /// True when the batch is a `startup=true` snapshot. The cache applies snapshots like deltas
     /// (merge, never "replace everything"): a snapshot cut short by a LAPI database error can
-    /// come back as a 200 with a truncated list (crowdsec#4691, `crowdsec-lapi.md` §4), so values
+    /// come back as a 200 with a truncated list (crowdsec#4691, `docs/reference/crowdsec-lapi.md` §4), so values
     /// missing from it are not unbanned; they leave through `deleted` entries or their expiry.
     pub fn is_startup(&self) -> bool {
         self.startup

@@ -1,6 +1,6 @@
 //! The RAM-only desired state: which values must be banned, until when, and for which origin.
 //!
-//! Rules (issue and `crowdsec-lapi.md` §3):
+//! Rules (issue and `docs/reference/crowdsec-lapi.md` §3):
 //! - state is per canonical [`Value`], holding the set of active decision ids;
 //! - a `deleted` id only drops that id: the value stays while another decision holds it;
 //! - deletes are idempotent (LAPI repeats them within its 2-second overlap);

@@ -1,6 +1,6 @@
 //! The thin I/O shell: HTTP/1.1 (hyper 1) over TCP or rustls, one kept-alive connection.
 //!
-//! Endpoints used (`crowdsec-lapi.md` §1, §3): `GET /v1/decisions/stream`, `GET /health`,
+//! Endpoints used (`docs/reference/crowdsec-lapi.md` §1, §3): `GET /v1/decisions/stream`, `GET /health`,
 //! `POST /v1/usage-metrics`. Never `HEAD` on the stream (1.4.6 advances the cursor and the delta is
 //! lost) and never live `GET /v1/decisions` with the stream key (it moves the same cursor).
 

@@ -70,7 +70,7 @@ pub struct LapiConfig {
     /// Bouncer API key, sent as `X-Api-Key`. Ignored when `client_cert` is set.
     pub api_key: Option<SecretString>,
     /// Client certificate and key for mTLS; the certificate's OU must be in LAPI's
-    /// `bouncers_allowed_ou` (`crowdsec-lapi.md` §2).
+    /// `bouncers_allowed_ou` (`docs/reference/crowdsec-lapi.md` §2).
     pub client_cert: Option<ClientCert>,
     /// Extra CA certificates trusted besides the webpki roots.
     pub ca_certs: Vec<CertificateDer<'static>>,
@@ -92,7 +92,7 @@ pub struct LapiConfig {
     /// take longer in total, but it must keep moving).
     pub request_timeout: Duration,
     /// Version for the `User-Agent: tikban/v<version>` header (LAPI wants exactly `type/version`,
-    /// `crowdsec-lapi.md` §2), without the `v`.
+    /// `docs/reference/crowdsec-lapi.md` §2), without the `v`.
     pub version: String,
     /// Cap on one decision element in the stream body, counting only the fields tikban keeps
     /// (`docs/reference/crowdsec-lapi.md` §5): a larger element is skipped and counted in

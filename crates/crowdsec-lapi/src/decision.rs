@@ -1,4 +1,4 @@
-//! The decision model: LAPI's JSON object (`crowdsec-lapi.md` §5) turned into a canonical,
+//! The decision model: LAPI's JSON object (`docs/reference/crowdsec-lapi.md` §5) turned into a canonical,
 //! compact [`Decision`].
 //!
 //! `origin`, `scenario` and `type` repeat across thousands of decisions with a handful of distinct
@@ -114,7 +114,7 @@ pub struct Decision {
 
 impl Decision {
     /// The origin label usage metrics and per-origin bookkeeping use: `lists:<scenario>` for
-    /// origin `lists`, otherwise the origin (`crowdsec-lapi.md` §7).
+    /// origin `lists`, otherwise the origin (`docs/reference/crowdsec-lapi.md` §7).
     pub fn origin_label(&self, interner: &mut Interner) -> Label {
         if self.origin.as_str() == "lists" {
             interner.intern(&format!("lists:{}", self.scenario))

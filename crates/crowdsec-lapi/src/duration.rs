@@ -1,6 +1,6 @@
 //! Go `time.Duration` text, as LAPI prints the `duration` field of a decision.
 //!
-//! `crowdsec-lapi.md` §5: up to v1.6.2 LAPI prints nanosecond precision (`"7h59m58.810113282s"`,
+//! `docs/reference/crowdsec-lapi.md` §5: up to v1.6.2 LAPI prints nanosecond precision (`"7h59m58.810113282s"`,
 //! `"-369.387773ms"`); from v1.6.3 whole seconds (`"3h59m58s"`). Hours are unbounded and there are
 //! no days. Units: `h`, `m`, `s`, `ms`, `us`, `µs` (U+00B5), `μs` (U+03BC), `ns`. `deleted` entries
 //! carry negative durations. The grammar follows Go's `time.ParseDuration`.
@@ -211,7 +211,7 @@ impl GoDuration {
     }
 
     /// Whole seconds, rounding any fraction **up** (RouterOS wants whole seconds and a ban must not
-    /// end early, `routeros-api.md` §9). Negative durations round towards zero.
+    /// end early, `docs/reference/routeros-api.md` §9). Negative durations round towards zero.
     pub const fn ceil_secs(self) -> i64 {
         let s = self.nanos / 1_000_000_000;
         if self.nanos % 1_000_000_000 > 0 {

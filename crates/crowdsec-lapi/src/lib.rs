@@ -4,7 +4,7 @@
 //! What it must **not** do: it never writes files (the state lives only in memory and is rebuilt
 //! from a `startup=true` snapshot), never sends `HEAD` to the stream and never calls live
 //! `GET /v1/decisions` (both move the bouncer's stream cursor on older LAPIs and lose deltas,
-//! `crowdsec-lapi.md` §3), never holds a whole response body in memory (a 100k snapshot is
+//! `docs/reference/crowdsec-lapi.md` §3), never holds a whole response body in memory (a 100k snapshot is
 //! ~14 MB, §6), never applies a failed or truncated response, and never logs or prints the API key.
 //! It knows nothing about RouterOS.
 //!

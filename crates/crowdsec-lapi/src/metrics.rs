@@ -1,5 +1,5 @@
 //! Usage-metrics payload for `POST /v1/usage-metrics` (LAPI ≥ 1.6.3), remediation-component
-//! schema (`crowdsec-lapi.md` §7).
+//! schema (`docs/reference/crowdsec-lapi.md` §7).
 //!
 //! - `metrics` is an **array** (a docs example wrongly shows an object);
 //! - `active_decisions` (unit `ip`) is a gauge, sent absolute, per `origin` + `ip_type`;

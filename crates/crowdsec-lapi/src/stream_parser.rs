@@ -1,6 +1,6 @@
 //! Incremental parser for the `GET /v1/decisions/stream` body.
 //!
-//! A 100k-decision startup snapshot is ~14 MB of JSON (`crowdsec-lapi.md` §6), so the body is
+//! A 100k-decision startup snapshot is ~14 MB of JSON (`docs/reference/crowdsec-lapi.md` §6), so the body is
 //! never held whole. [`StreamParser`] is a hand-written scanner for the top-level object and its
 //! `new`/`deleted` arrays: it is fed byte chunks as they arrive and hands out each array element
 //! as soon as the element is complete. [`DecisionStream`] sits on top and decodes elements into

@@ -1,6 +1,6 @@
 //! Test harness (feature `test-harness`): a real CrowdSec LAPI (Debian 1.4.6) per test.
 //!
-//! Follows `crowdsec-lapi.md` §9: a temporary directory with the minimal LAPI-only config (no
+//! Follows `docs/reference/crowdsec-lapi.md` §9: a temporary directory with the minimal LAPI-only config (no
 //! `online_client` section, one profile, sqlite WAL), `cscli machines add --auto`, one bouncer key
 //! per client (`cscli bouncers add NAME -k KEY`, keys share the stream cursor), then
 //! `crowdsec -c CFG -no-cs` on a free port, ready once `GET /health` answers. The process is killed

@@ -1,6 +1,6 @@
 //! Canonical decision values: one IP address or one network.
 //!
-//! LAPI keeps `value` verbatim (`crowdsec-lapi.md` §5, "value quirks", all seen on 1.4.6):
+//! LAPI keeps `value` verbatim (`docs/reference/crowdsec-lapi.md` §5, "value quirks", all seen on 1.4.6):
 //! upper-case IPv6 (`2001:DB8::ABCD`), host bits set (`192.0.2.77/24`), IPv4-mapped IPv6
 //! (`::ffff:192.0.2.55`), and 1.4.6 import stores CIDRs with scope `Ip`. So address versus
 //! network is decided from the value (a `/` present), never from the scope, and all state is keyed

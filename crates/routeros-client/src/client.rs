@@ -71,7 +71,7 @@ impl Client {
             }),
         };
         if let Err(e) = login(&client, &config.user, &config.password).await {
-            // The socket state after a failed login is unverified (routeros-api.md §4): close.
+            // The socket state after a failed login is unverified (docs/reference/routeros-api.md §4): close.
             let _ = client.inner.tx.send(Msg::Shutdown);
             return Err(e);
         }
@@ -203,7 +203,7 @@ impl Client {
 
     /// Sends `/cancel =tag=<tag>` and waits for the router to confirm it. The cancelled command
     /// itself ends the router's way: its waiter gets an [`Error::Trap`] of category 2
-    /// ([`Error::is_interrupted`]), `routeros-api.md` §5. Tags come from
+    /// ([`Error::is_interrupted`]), `docs/reference/routeros-api.md` §5. Tags come from
     /// [`RowStream::tag`] or [`PendingResponse::tag`].
     pub async fn cancel(&self, tag: Tag) -> Result<(), Error> {
         let cancel_tag = self.inner.shared.next_tag();
@@ -231,7 +231,7 @@ impl Client {
     }
 
     /// Sends `/quit` and closes the connection once the router answers with `!fatal` (`session
-    /// terminated on request`, `routeros-api.md` §3) or closes the socket. Commands still in
+    /// terminated on request`, `docs/reference/routeros-api.md` §3) or closes the socket. Commands still in
     /// flight fail with [`Error::ConnectionLost`]. Returns `Ok` if the connection was already
     /// closed; [`Error::Timeout`] (with the connection closed anyway) if the router did not
     /// answer within the command timeout.
@@ -296,7 +296,7 @@ async fn connect_inner(config: &ClientConfig) -> Result<Client, ConnectError> {
 }
 
 /// `/login =name= =password=`, then the legacy challenge if `=ret=` comes back
-/// (`routeros-api.md` §4).
+/// (`docs/reference/routeros-api.md` §4).
 async fn login(client: &Client, user: &str, password: &SecretString) -> Result<(), ConnectError> {
     let password = password.expose_secret().as_bytes();
     let command = login_command(user, password)

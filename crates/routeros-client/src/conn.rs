@@ -401,7 +401,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
     }
 
     /// Stops waiting for `tag`: frees its slot, drops its late sentences, and cancels it on the
-    /// router (`routeros-api.md` §5).
+    /// router (`docs/reference/routeros-api.md` §5).
     fn abandon(&mut self, tag: Tag, ack: Option<oneshot::Sender<Result<(), Error>>>) {
         if self.blocked.as_ref().is_some_and(|b| b.tag == tag) {
             self.blocked = None;

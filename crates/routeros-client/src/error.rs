@@ -16,11 +16,11 @@ use crate::mux::Traps;
 #[non_exhaustive]
 pub enum Error {
     /// The router answered `!trap` (then `!done`). The connection is fine: this is a device
-    /// error such as `failure: already have such entry` (`routeros-api.md` §9), not a reason to
+    /// error such as `failure: already have such entry` (`docs/reference/routeros-api.md` §9), not a reason to
     /// reconnect.
     #[error("router error{}: {}{}", fmt_category(*.category), Peer(.message), fmt_more(*.count))]
     Trap {
-        /// `=category=` (`routeros-api.md` §3): 0 missing item, 1 argument value, 2 interrupted,
+        /// `=category=` (`docs/reference/routeros-api.md` §3): 0 missing item, 1 argument value, 2 interrupted,
         /// 3 scripting, 4 general, 5 API, 6 TTY, 7 `:return`.
         category: Option<u32>,
         /// `=message=` of the first trap, decoded lossily, as the router sent it (match on it
@@ -126,7 +126,7 @@ pub enum LostReason {
     Io(Arc<io::Error>),
     /// The router sent `!fatal` with this reason.
     Fatal(String),
-    /// The byte stream could not be decoded (`routeros-api.md` §1).
+    /// The byte stream could not be decoded (`docs/reference/routeros-api.md` §1).
     Decode(DecodeError),
     /// A sentence is not a valid reply (unknown reply word, stray bare word).
     Protocol(ReplyError),
@@ -178,7 +178,7 @@ pub enum ConnectError {
     /// connection closed during the handshake).
     #[error("TLS handshake with the router failed: {0}")]
     Tls(String),
-    /// The router's api-ssl service speaks only anonymous Diffie-Hellman (`routeros-api.md` §8).
+    /// The router's api-ssl service speaks only anonymous Diffie-Hellman (`docs/reference/routeros-api.md` §8).
     #[error(
         "the router's api-ssl service has no certificate (anonymous DH), which rustls cannot \
          speak; give the api-ssl service a certificate (/ip service set api-ssl \

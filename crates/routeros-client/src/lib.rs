@@ -38,7 +38,7 @@
 //!        └──────────────────────────── Event::{Row, Done, Fatal} (unknown/cancelled tags dropped)
 //! ```
 //!
-//! Wire rules it relies on, from `routeros-api.md`: every command is tagged, so untagged
+//! Wire rules it relies on, from `docs/reference/routeros-api.md`: every command is tagged, so untagged
 //! replies other than `!fatal` are dropped (§5); `!empty` is followed by `!done` (§3); `!trap`
 //! is followed by `!done` (§3); late sentences arrive after `/cancel` and are dropped (§5).
 //!

@@ -9,7 +9,7 @@
 //! (timeout, dropped stream) so that its late sentences are dropped; call [`Mux::fail_all`] when
 //! the connection dies.
 //!
-//! Wire rules applied here (`routeros-api.md`):
+//! Wire rules applied here (`docs/reference/routeros-api.md`):
 //! - every reply of a tagged command carries its `.tag`; replies of different tags interleave
 //!   (§5), so routing is by tag only;
 //! - `!empty` means "no rows" and is **followed by `!done`** (§3): it never completes a command;
@@ -43,7 +43,7 @@ pub enum Kind {
 /// One `!trap` reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trap {
-    /// `=category=` (`routeros-api.md` §3), if present and numeric.
+    /// `=category=` (`docs/reference/routeros-api.md` §3), if present and numeric.
     pub category: Option<u32>,
     /// `=message=`, decoded lossily (messages are for people).
     pub message: String,
@@ -111,7 +111,7 @@ pub struct MuxStats {
     pub routed: u64,
     /// Sentences whose tag was never issued, is finished, or is not a number.
     pub dropped_unknown_tag: u64,
-    /// Late sentences of a command the caller abandoned (`routeros-api.md` §5).
+    /// Late sentences of a command the caller abandoned (`docs/reference/routeros-api.md` §5).
     pub dropped_cancelled: u64,
     /// Sentences without a tag, other than `!fatal`. The client tags every command, so these
     /// are unexpected; they are logged at debug level and dropped.
@@ -213,7 +213,7 @@ impl Mux {
     }
 
     /// Abandons `tag`: it leaves the window now, and its late sentences (the router's
-    /// `!trap interrupted`, `!empty`, `!done` after `/cancel`, `routeros-api.md` §5) are dropped.
+    /// `!trap interrupted`, `!empty`, `!done` after `/cancel`, `docs/reference/routeros-api.md` §5) are dropped.
     /// Returns false if `tag` was not in flight (it finished already, or never existed).
     pub fn cancel(&mut self, tag: Tag) -> bool {
         if self.remove(tag).is_none() {
@@ -253,7 +253,7 @@ impl Mux {
         }
         let reply = Reply::parse(sentence)?;
         if reply.kind == ReplyKind::Fatal {
-            // `!fatal` carries no tag (routeros-api.md §3); a tagged one means the same thing.
+            // `!fatal` carries no tag (docs/reference/routeros-api.md §3); a tagged one means the same thing.
             let reason = reply
                 .fatal_reason()
                 .map(|r| lossy(r).into_owned())
@@ -289,7 +289,7 @@ impl Mux {
                 row: reply.attributes,
             })),
             ReplyKind::Empty => {
-                // Zero rows; `!done` follows (routeros-api.md §3).
+                // Zero rows; `!done` follows (docs/reference/routeros-api.md §3).
                 pending.saw_empty = true;
                 Ok(None)
             }
@@ -508,7 +508,7 @@ mod tests {
             0,
             "an abandoned command leaves the window at once"
         );
-        // What the router sends after `/cancel` (routeros-api.md §5), plus a late row.
+        // What the router sends after `/cancel` (docs/reference/routeros-api.md §5), plus a late row.
         for words in [
             &["!re", "=a=2", ".tag=7"][..],
             &["!trap", "=category=2", "=message=interrupted", ".tag=7"],

@@ -14,7 +14,7 @@ pub struct Response {
 
 impl Response {
     /// `=ret=`: the new `.id` after `add`, the count after `count-only`. Taken from `!done`, or
-    /// from the first row (`count-only` may put it in an `!re`, `routeros-api.md` §6).
+    /// from the first row (`count-only` may put it in an `!re`, `docs/reference/routeros-api.md` §6).
     pub fn ret(&self) -> Option<&[u8]> {
         self.done
             .get("ret")

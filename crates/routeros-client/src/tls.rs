@@ -1,7 +1,7 @@
 //! api-ssl: rustls client configuration, fingerprint pinning, and handshake error mapping.
 //!
 //! rustls implements only ECDHE key exchange, so it cannot talk to an api-ssl service without a
-//! certificate, which offers only anonymous DH (`routeros-api.md` §8). That failure is detected
+//! certificate, which offers only anonymous DH (`docs/reference/routeros-api.md` §8). That failure is detected
 //! and reported as [`ConnectError::AnonymousDhNotSupported`] with the fix. TLS 1.2 stays enabled:
 //! the router is assumed to negotiate TLS 1.2 only (§8).
 
@@ -181,7 +181,7 @@ pub(crate) fn handshake_error(err: io::Error) -> ConnectError {
     ConnectError::Tls(tls.to_string())
 }
 
-/// An api-ssl service without a certificate offers only `ADH-*` suites (`routeros-api.md` §8).
+/// An api-ssl service without a certificate offers only `ADH-*` suites (`docs/reference/routeros-api.md` §8).
 /// Against rustls' ECDHE-only hello, OpenSSL on the router finds no shared suite and answers
 /// with a `handshake_failure` alert before any certificate; a server that picked an anonymous
 /// suite anyway would make rustls report an unoffered suite or an incompatible peer.

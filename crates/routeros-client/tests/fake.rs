@@ -198,7 +198,7 @@ async fn falls_back_to_the_legacy_challenge_login() {
         p.send(&["!done", "=ret=abc123", &tag_of(&first)]).await;
         let second = p.recv().await.unwrap();
         assert_eq!(second[0], "/login");
-        // routeros-api.md §4 vector: challenge abc123, password passTest.
+        // docs/reference/routeros-api.md §4 vector: challenge abc123, password passTest.
         assert!(
             second.contains(&"=response=0021277bff9ac7caf06aa608e46616d47f".to_owned()),
             "{second:?}"
@@ -345,7 +345,7 @@ async fn timeout_cancels_the_command_and_the_connection_stays_up() {
             cancel[1],
             format!("=tag={}", slow_tag.trim_start_matches(".tag="))
         );
-        // Late sentences of the cancelled command (routeros-api.md §5), then the cancel's done.
+        // Late sentences of the cancelled command (docs/reference/routeros-api.md §5), then the cancel's done.
         p.send(&["!re", "=late=1", &slow_tag]).await;
         p.send(&["!trap", "=category=2", "=message=interrupted", &slow_tag])
             .await;

@@ -114,7 +114,7 @@ async fn add_print_remove_and_empty_print() {
         )
         .await
         .unwrap();
-    // 7.20 answers an empty print with `!empty` then `!done` (routeros-api.md §3).
+    // 7.20 answers an empty print with `!empty` then `!done` (docs/reference/routeros-api.md §3).
     let empty = client.execute(print_list()).await.unwrap();
     assert!(empty.rows.is_empty());
     assert!(sim.address_list(Family::V4, LIST).is_empty());
@@ -320,7 +320,7 @@ async fn streaming_print_of_many_rows_and_cancel() {
     }
     rows.cancel().await.unwrap();
 
-    // `=follow=` never ends by itself (routeros-api.md §6): cancel ends it.
+    // `=follow=` never ends by itself (docs/reference/routeros-api.md §6): cancel ends it.
     let follow = Command::builder("/ip/firewall/address-list/print")
         .flag("follow")
         .query(Query::Eq("list".into(), b"other".to_vec()))

@@ -1,5 +1,5 @@
 //! api-ssl against a scripted TLS 1.2 server (rustls), and the anonymous-DH failure a
-//! certificate-less RouterOS api-ssl produces (`routeros-api.md` §8).
+//! certificate-less RouterOS api-ssl produces (`docs/reference/routeros-api.md` §8).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

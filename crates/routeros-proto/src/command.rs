@@ -30,7 +30,7 @@ pub enum CommandError {
     ValueTooLong(usize),
 }
 
-/// One query word for `print` (`routeros-api.md` §2 "Queries").
+/// One query word for `print` (`docs/reference/routeros-api.md` §2 "Queries").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Query {
     /// `?name`: the item has the property.

@@ -132,7 +132,7 @@ impl Decoder {
     /// The next complete sentence, `Ok(None)` if more bytes are needed.
     ///
     /// Empty sentences (a lone terminator) are skipped, as the router does
-    /// (`routeros-api.md` §1).
+    /// (`docs/reference/routeros-api.md` §1).
     #[must_use = "a decoded sentence must be handled"]
     pub fn poll_sentence(&mut self) -> Result<Option<Sentence>, DecodeError> {
         if self.poisoned {
@@ -154,7 +154,7 @@ impl Decoder {
         loop {
             let live = &self.buf[self.pos..];
             // The terminator is tested only on a full prefix: `81 00` is length 256, not a
-            // terminator after `81` (`routeros-api.md` §1.1 pitfall).
+            // terminator after `81` (`docs/reference/routeros-api.md` §1.1 pitfall).
             let Some((len, prefix)) = decode_len(live)? else {
                 return Ok(None);
             };

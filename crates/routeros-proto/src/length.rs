@@ -1,4 +1,4 @@
-//! Word-length prefixes (`routeros-api.md` §1.1).
+//! Word-length prefixes (`docs/reference/routeros-api.md` §1.1).
 //!
 //! | length                      | bytes | encoding                 |
 //! |-----------------------------|-------|--------------------------|
@@ -22,7 +22,7 @@ pub const MAX_LENGTH: u32 = u32::MAX;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum LengthError {
-    /// The first byte is `0xF8..=0xFF`: a reserved control byte (`routeros-api.md` §1.1).
+    /// The first byte is `0xF8..=0xFF`: a reserved control byte (`docs/reference/routeros-api.md` §1.1).
     #[error("reserved control byte 0x{0:02X} where a word length was expected")]
     ControlByte(u8),
     /// The first byte is `0xF1..=0xF7`: a length wider than 32 bits.
@@ -102,7 +102,7 @@ mod tests {
         v
     }
 
-    /// Every vector of `routeros-api.md` §1.2, both directions.
+    /// Every vector of `docs/reference/routeros-api.md` §1.2, both directions.
     #[test]
     fn reference_vectors_round_trip() {
         let vectors: &[(u32, &[u8])] = &[

@@ -18,7 +18,7 @@
 //! ```
 //!
 //! - A **word** is a length prefix (1 to 5 bytes, [`length`]) and that many bytes. Words are bytes,
-//!   never `String`: RouterOS declares no charset (`routeros-api.md` §7). [`lossy`] decodes for
+//!   never `String`: RouterOS declares no charset (`docs/reference/routeros-api.md` §7). [`lossy`] decodes for
 //!   display only.
 //! - A **sentence** is words ended by a zero-length word ([`Sentence`]). [`Decoder`] assembles them
 //!   from arbitrary chunks and enforces [`Limits`].

@@ -1,4 +1,4 @@
-//! Login sentences (`routeros-api.md` §4).
+//! Login sentences (`docs/reference/routeros-api.md` §4).
 //!
 //! RouterOS 6.43+ and v7 take `/login =name= =password=` and answer `!done`. Older routers answer
 //! that with `!done =ret=<hex challenge>`; the client then sends `=response=` computed by
@@ -71,7 +71,7 @@ fn unhex(text: &[u8]) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
-    /// The vectors of `routeros-api.md` §4.
+    /// The vectors of `docs/reference/routeros-api.md` §4.
     #[test]
     fn legacy_response_matches_reference_vectors() {
         let vectors = [
@@ -114,7 +114,7 @@ mod tests {
         let cmd = login_command("admin", b"").unwrap();
         let mut bytes = Vec::new();
         cmd.encode(&mut bytes);
-        // routeros-api.md §1.2.
+        // docs/reference/routeros-api.md §1.2.
         assert_eq!(bytes, b"\x06/login\x0b=name=admin\x0a=password=\x00");
         let secret = login_command("admin", b"s3cr3t-pw").unwrap();
         let dbg = format!("{secret:?}");

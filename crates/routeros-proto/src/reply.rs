@@ -1,4 +1,4 @@
-//! Typed replies: `!re`, `!done`, `!trap`, `!fatal`, `!empty` (`routeros-api.md` §3).
+//! Typed replies: `!re`, `!done`, `!trap`, `!fatal`, `!empty` (`docs/reference/routeros-api.md` §3).
 
 use std::fmt;
 
@@ -9,7 +9,7 @@ use crate::sentence::{Sentence, lossy};
 /// Attribute words (`=name=value`) of a sentence, in arrival order.
 ///
 /// A word is split at the first `=` after the leading one; the value may be empty and may itself
-/// contain `=` (`routeros-api.md` §2). `=key` with no second `=` is a key with an empty value.
+/// contain `=` (`docs/reference/routeros-api.md` §2). `=key` with no second `=` is a key with an empty value.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Attributes {
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
@@ -128,14 +128,14 @@ impl ReplyKind {
 pub struct Reply {
     /// What kind of reply this is.
     pub kind: ReplyKind,
-    /// The `.tag` API attribute, routing the reply to its command (`routeros-api.md` §5).
+    /// The `.tag` API attribute, routing the reply to its command (`docs/reference/routeros-api.md` §5).
     pub tag: Option<Vec<u8>>,
     /// The attribute words.
     pub attributes: Attributes,
     /// API attributes other than `.tag` (`.section=`, ...), keyed without their dot.
     pub api_attributes: Attributes,
     /// Bare words without a leading `=` or `.`. Only `!fatal` carries one: its reason
-    /// (`routeros-api.md` §3).
+    /// (`docs/reference/routeros-api.md` §3).
     pub bare: Vec<Vec<u8>>,
 }
 
@@ -180,7 +180,7 @@ impl Reply {
                 reply.tag = Some(tag.to_vec());
             } else if let Some(api) = word.strip_prefix(b".") {
                 // Other API attributes (`.section=`, ...) appear in streaming replies
-                // (`routeros-api.md` §2); keep them apart from `=.id=`-style attributes.
+                // (`docs/reference/routeros-api.md` §2); keep them apart from `=.id=`-style attributes.
                 let (k, v) = match api.iter().position(|&b| b == b'=') {
                     Some(i) => (&api[..i], &api[i + 1..]),
                     None => (api, &[][..]),
@@ -209,7 +209,7 @@ impl Reply {
         self.attributes.get("message")
     }
 
-    /// `=category=` of a `!trap`, when present and numeric (`routeros-api.md` §3).
+    /// `=category=` of a `!trap`, when present and numeric (`docs/reference/routeros-api.md` §3).
     pub fn category(&self) -> Option<u32> {
         self.attributes.get_str("category")?.parse().ok()
     }
@@ -248,7 +248,7 @@ impl Reply {
     }
 }
 
-/// Trap categories (`routeros-api.md` §3).
+/// Trap categories (`docs/reference/routeros-api.md` §3).
 pub mod category {
     /// Missing item or command.
     pub const MISSING_ITEM: u32 = 0;

@@ -1,4 +1,4 @@
-//! Sentences: words ended by a zero-length word (`routeros-api.md` §1).
+//! Sentences: words ended by a zero-length word (`docs/reference/routeros-api.md` §1).
 
 use std::fmt;
 
@@ -10,7 +10,7 @@ const SECRET_ATTRIBUTES: &[&[u8]] = &[b"=password=", b"=response="];
 
 /// One API sentence: a non-empty list of words, each an opaque byte string.
 ///
-/// RouterOS declares no charset (`routeros-api.md` §7), so words stay bytes. Use
+/// RouterOS declares no charset (`docs/reference/routeros-api.md` §7), so words stay bytes. Use
 /// [`lossy`] to show one to a person.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Sentence {
@@ -49,7 +49,7 @@ impl Sentence {
     }
 
     /// True when the sentence has no words. Such a sentence is never sent: the router ignores
-    /// empty sentences (`routeros-api.md` §1), and [`Sentence::encode`] would emit only the
+    /// empty sentences (`docs/reference/routeros-api.md` §1), and [`Sentence::encode`] would emit only the
     /// terminator.
     pub fn is_empty(&self) -> bool {
         self.words.is_empty()
@@ -146,7 +146,7 @@ mod tests {
         Sentence::new(words.iter().map(|w| w.as_bytes().to_vec()).collect())
     }
 
-    /// `routeros-api.md` §1.2, whole sentences.
+    /// `docs/reference/routeros-api.md` §1.2, whole sentences.
     #[test]
     fn encodes_reference_login_sentence() {
         let got = s(&["/login", "=name=admin", "=password="]).to_bytes();

@@ -1,6 +1,6 @@
 //! Cross-check against an independent implementation: Python `librouteros` (installed by
 //! `.ci/run` from PyPI). It encodes sentences our decoder must read identically, and decodes what
-//! our encoder writes. librouteros has no 5-byte length form (`routeros-api.md` §1.1), so that
+//! our encoder writes. librouteros has no 5-byte length form (`docs/reference/routeros-api.md` §1.1), so that
 //! form is covered by the reference vectors in `src/length.rs` instead.
 
 use std::io::Write;

@@ -13,7 +13,7 @@ pub struct SimConfig {
     /// API users. Login checks name and password; policies gate commands.
     pub users: Vec<User>,
     /// Modelled RouterOS version, e.g. `7.20.1`. `!empty` is sent iff ≥ 7.18
-    /// (`routeros-api.md` §3); the legacy challenge login is used iff < 6.43 (§4); durations print
+    /// (`docs/reference/routeros-api.md` §3); the legacy challenge login is used iff < 6.43 (§4); durations print
     /// in v6 form below 7.
     pub version: String,
     /// `/system/identity` `name`.
@@ -278,7 +278,7 @@ impl Version {
         )
     }
 
-    /// `!empty` exists from 7.18 (`routeros-api.md` §3).
+    /// `!empty` exists from 7.18 (`docs/reference/routeros-api.md` §3).
     pub(crate) fn has_empty(self) -> bool {
         self >= Version(7, 18, 0)
     }

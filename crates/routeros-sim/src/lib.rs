@@ -2,7 +2,7 @@
 //!
 //! RouterOS cannot run here, so this crate plays a MikroTik router on the binary API (8728, and
 //! api-ssl on 8729). It speaks the real wire protocol through `routeros-proto` and follows
-//! `routeros-api.md` (the project's reference, cited by section in comments) to the letter:
+//! `docs/reference/routeros-api.md` (the project's reference, cited by section in comments) to the letter:
 //! login and its failures, tags and interleaving, `!empty` on 7.18+, `/cancel`, `/quit`, and the
 //! address-list semantics of §9 (normalisation, duplicates, timeout range, dynamic vs static).
 //! Behaviour the reference marks or leaves **unverified** is marked the same way where it is

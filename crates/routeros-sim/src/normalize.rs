@@ -1,5 +1,5 @@
 //! Address normalisation of `/ip/firewall/address-list` and `/ipv6/firewall/address-list`
-//! (`routeros-api.md` §9, table "Normalisation").
+//! (`docs/reference/routeros-api.md` §9, table "Normalisation").
 //!
 //! Pure functions: text in, stored text out. Every row of the §9 table is a unit test below.
 

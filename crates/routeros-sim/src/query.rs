@@ -1,4 +1,4 @@
-//! `print` query evaluation: the `?` word stack machine (`routeros-api.md` §2 "Queries").
+//! `print` query evaluation: the `?` word stack machine (`docs/reference/routeros-api.md` §2 "Queries").
 //!
 //! - `?name` pushes true if the item has the property, `?-name` if it lacks it;
 //! - `?name=x` / `?=name=x` push equality, `?<name=x` / `?>name=x` compare;

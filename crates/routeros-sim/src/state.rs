@@ -15,7 +15,7 @@ use crate::sessions::ActiveSessions;
 use crate::timefmt;
 
 /// Address family: which menu tree (`/ip` or `/ipv6`). The two are separate namespaces even for
-/// lists with the same name (`routeros-api.md` §9).
+/// lists with the same name (`docs/reference/routeros-api.md` §9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
     /// `/ip/...`

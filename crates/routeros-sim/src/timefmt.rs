@@ -1,4 +1,4 @@
-//! Time values: the `timeout` parser and the v7/v6 printers (`routeros-api.md` §7, §9 "Timeout"),
+//! Time values: the `timeout` parser and the v7/v6 printers (`docs/reference/routeros-api.md` §7, §9 "Timeout"),
 //! plus the `creation-time` calendar format.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,4 +1,4 @@
-//! api-ssl: a self-signed certificate and a TLS 1.2 acceptor (`routeros-api.md` §8).
+//! api-ssl: a self-signed certificate and a TLS 1.2 acceptor (`docs/reference/routeros-api.md` §8).
 //!
 //! The router with a certificate negotiates TLS 1.2 ECDHE; TLS 1.3 was never seen (§8,
 //! **unverified**), so the sim offers TLS 1.2 only. Anonymous (certificate-less) api-ssl is not

@@ -1,5 +1,5 @@
 //! Socket tests of the menus tikban's guard reads: `/log`, `/user/active`, `/system/resource`,
-//! and `listen`. Section numbers refer to `routeros-api.md`.
+//! and `listen`. Section numbers refer to `docs/reference/routeros-api.md`.
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! Socket tests: raw RouterOS API sentences (through `routeros-proto`) against a served sim on
-//! `127.0.0.1:0`. Section numbers refer to `routeros-api.md`.
+//! `127.0.0.1:0`. Section numbers refer to `docs/reference/routeros-api.md`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

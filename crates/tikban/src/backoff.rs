@@ -1,4 +1,4 @@
-//! Capped exponential backoff with jitter (`style.md` §9: one small type, checked when built,
+//! Capped exponential backoff with jitter (`docs/reference/style.md` §9: one small type, checked when built,
 //! shared by the LAPI and router reconnects).
 //!
 //! Sans-IO: randomness comes in as an argument, so tests are deterministic.

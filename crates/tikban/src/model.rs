@@ -3,7 +3,7 @@
 //! §11). The supervisor's unit tests, the engine's model-based property test and the churn
 //! benchmark (`cargo xtask bench`) all run the real supervisor and engine through it.
 //!
-//! The model keeps the address-list rules the engine relies on (`routeros-api.md` §9): ids
+//! The model keeps the address-list rules the engine relies on (`docs/reference/routeros-api.md` §9): ids
 //! `*N` that never repeat, one entry per list and normalised address (a second add traps
 //! `already have such entry`), `no such item` for a missing id, timeouts that run out. It is not
 //! a protocol emulator; `routeros-sim` is.

@@ -1,4 +1,4 @@
-//! RouterOS time values as printed by `print` (`routeros-api.md` §7): v7 prints `23h59m55s` or
+//! RouterOS time values as printed by `print` (`docs/reference/routeros-api.md` §7): v7 prints `23h59m55s` or
 //! `1w2d3h4m5s` (sometimes with `ms`), v6 prints `23:59:55`, optionally after `1d` or `1w2d`.
 
 use std::time::Duration;

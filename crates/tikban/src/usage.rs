@@ -1,4 +1,4 @@
-//! The usage-metrics payload tikban pushes to LAPI (`crowdsec-lapi.md` §7): `active_decisions`
+//! The usage-metrics payload tikban pushes to LAPI (`docs/reference/crowdsec-lapi.md` §7): `active_decisions`
 //! per origin and IP type (a gauge, absolute), and `dropped` bytes and packets per IP type read
 //! from the firewall rules that use tikban's lists (counters, sent as deltas). Pure: the
 //! supervisor builds the items with its delta state, the daemon adds the clock.
@@ -112,7 +112,7 @@ mod tests {
         assert_eq!(c["utc_startup_timestamp"], 1_700_000_000);
         assert!(
             c["metrics"].is_array(),
-            "metrics is an array (crowdsec-lapi.md §7)"
+            "metrics is an array (docs/reference/crowdsec-lapi.md §7)"
         );
         assert_eq!(c["metrics"][0]["meta"]["window_size_seconds"], 1800);
         let active = c["metrics"][0]["items"]

@@ -2,7 +2,7 @@
 //! `/container add file=`.
 //!
 //! RouterOS loads the docker-save layout, one architecture per tar; it rejects OCI-layout tars and
-//! multi-platform tars (`routeros-containers.md` §4.2). The safest form is one **uncompressed**
+//! multi-platform tars (`docs/reference/routeros-containers.md` §4.2). The safest form is one **uncompressed**
 //! layer, which is what this writes. Members of the outer tar (§4.3, Docker Image Specification
 //! v1.2):
 //!

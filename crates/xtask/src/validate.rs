@@ -1,7 +1,7 @@
 //! `cargo xtask validate-image`: check a tar with tools that are not ours.
 //!
 //! A tar that only our own reader accepts proves little, so this asks skopeo (containers/image,
-//! the same library podman uses) and umoci (the OCI reference unpacker), as `build-env.md`
+//! the same library podman uses) and umoci (the OCI reference unpacker), as `docs/reference/build-env.md`
 //! ("Images without a container engine") suggests.
 
 use std::path::Path;

@@ -186,7 +186,7 @@ fn control_loop(sim: Sim) {
     }
 }
 
-/// Completes on SIGTERM or SIGINT (style.md #8). The handlers are registered when this returns,
+/// Completes on SIGTERM or SIGINT (docs/reference/style.md #8). The handlers are registered when this returns,
 /// not when the future is first polled.
 #[cfg(unix)]
 fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
@@ -201,7 +201,7 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-/// Completes on Ctrl-C (style.md #8).
+/// Completes on Ctrl-C (docs/reference/style.md #8).
 #[cfg(not(unix))]
 fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     Ok(async {

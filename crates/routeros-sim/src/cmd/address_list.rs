@@ -1,5 +1,5 @@
 //! `/ip/firewall/address-list` and `/ipv6/firewall/address-list`: `add`, `print`, `set`,
-//! `remove` (`routeros-api.md` §9).
+//! `remove` (`docs/reference/routeros-api.md` §9).
 
 use std::time::Duration;
 

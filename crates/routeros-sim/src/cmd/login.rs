@@ -1,4 +1,4 @@
-//! `/login` (`routeros-api.md` §4).
+//! `/login` (`docs/reference/routeros-api.md` §4).
 //!
 //! - 6.43+ and v7: `/login =name= =password=` → `!done`; bad credentials → `!trap
 //!   =message=invalid user name or password (6)` then `!done` (go-routeros
@@ -13,7 +13,7 @@
 //!
 //! A user without the `api` policy fails like a bad password (**unverified**).
 //!
-//! Every attempt is logged as a router logs it (routeros-api.md §4; librouteros issue 38): a
+//! Every attempt is logged as a router logs it (docs/reference/routeros-api.md §4; librouteros issue 38): a
 //! failure as `login failure for user <name> from <address> via api` (topics
 //! `system,error,critical`), a success as `user <name> logged in from <address> via api`, and the
 //! end of a logged-in connection as `user <name> logged out from <address> via api` (topics

@@ -1,11 +1,11 @@
 //! Command dispatch: one [`Request`] in, an [`Outcome`] (reply sentences) out.
 //!
-//! One file per menu (mini-redis `cmd/`, style.md #13): [`login`], [`address_list`], [`rules`],
+//! One file per menu (mini-redis `cmd/`, docs/reference/style.md #13): [`login`], [`address_list`], [`rules`],
 //! [`system`], [`script`], [`log`], [`user`]; [`print`] holds the shared `print` options (`.proplist`,
 //! queries, `count-only`, `!empty`) and the streams (`follow`, `follow-only`). Everything here is synchronous and runs under the state lock; the
 //! async parts (cost, latency, cancel, streaming) live in `server.rs`.
 //!
-//! Trap texts and categories: where `routeros-api.md` quotes a message it is used verbatim;
+//! Trap texts and categories: where `docs/reference/routeros-api.md` quotes a message it is used verbatim;
 //! others carry an **unverified** note at their definition. Categories follow the §3 table.
 
 pub(crate) mod address_list;
@@ -367,7 +367,7 @@ pub(crate) fn ids(req: &Request) -> Result<Vec<u64>, Trap> {
 /// missing; that one traps `no such item`, and the items before it stay removed. "Removes up to
 /// the missing one, then traps" is the MikroTik manual's account of a multi-item `remove` as
 /// cited for this project (`docs/reference/routeros-sim-calibration.md` §3; §5 of
-/// `routeros-api.md` had it **unverified**, and no recording shows it yet).
+/// `docs/reference/routeros-api.md` had it **unverified**, and no recording shows it yet).
 pub(crate) fn remove_in_order(
     ids: &[u64],
     mut remove_one: impl FnMut(u64) -> bool,

@@ -1,5 +1,5 @@
 //! `/ip/firewall/filter`, `/ip/firewall/raw` and the `/ipv6` equivalents: `print`, `add`, `set`,
-//! `remove`, `move`, `reset-counters` (`routeros-api.md` §10). Counters (`bytes`, `packets`) are
+//! `remove`, `move`, `reset-counters` (`docs/reference/routeros-api.md` §10). Counters (`bytes`, `packets`) are
 //! driven by tests through [`Sim::set_rule_counters`](crate::Sim::set_rule_counters).
 //!
 //! Rules are configuration: every change counts as a persistent write.

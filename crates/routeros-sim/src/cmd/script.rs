@@ -1,5 +1,5 @@
 //! `/system/script` and `/file`: modelled only far enough to count persistent (flash) writes.
-//! csrb bulk-adds through temporary scripts (`routeros-api.md` §11); each one is a config write.
+//! csrb bulk-adds through temporary scripts (`docs/reference/routeros-api.md` §11); each one is a config write.
 
 use routeros_proto::{Request, category};
 

@@ -152,7 +152,7 @@ impl Checker {
     }
 }
 
-/// Splits a list on commas and whitespace (`peers.md` §2: peers use spaces, go-cs-bouncer commas).
+/// Splits a list on commas and whitespace (`docs/reference/peers.md` §2: peers use spaces, go-cs-bouncer commas).
 pub fn split_list(text: &str) -> Vec<String> {
     text.split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
@@ -264,7 +264,7 @@ impl Config {
             if d.is_zero() {
                 None
             } else {
-                // crowdsec-lapi.md §7: the spec's minimum interval is 15 minutes.
+                // docs/reference/crowdsec-lapi.md §7: the spec's minimum interval is 15 minutes.
                 if d < Duration::from_secs(15 * 60) {
                     c.problem(
                         "CROWDSEC_LAPI_METRICS_INTERVAL",
@@ -340,7 +340,7 @@ impl Config {
                 "is required unless a client certificate is set (CROWDSEC_CERT_PATH and CROWDSEC_KEY_PATH)",
             );
         }
-        // With a client certificate no API key is sent (crowdsec-lapi.md §2: go-cs-bouncer refuses
+        // With a client certificate no API key is sent (docs/reference/crowdsec-lapi.md §2: go-cs-bouncer refuses
         // both), so a key next to a certificate is ignored rather than an error.
         let api_key = if client_cert.is_some() { None } else { api_key };
         let ca = ca_src.and_then(|s| c.certificates(s)).unwrap_or_default();

@@ -2,7 +2,7 @@
 //!
 //! On RouterOS the only practical way to configure a container is `/container/envs`, so every
 //! setting is an environment variable. Names follow the existing MikroTik bouncers
-//! (`peers.md` §2), so users can migrate by swapping the image.
+//! (`docs/reference/peers.md` §2), so users can migrate by swapping the image.
 //!
 //! Parsing is two steps, as in ripgrep's `LowArgs` → `HiArgs`: [`envy`] fills [`RawEnv`] with the
 //! text of every known variable, then [`Config::from_raw`] checks each one and collects **every**

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use crate::supervisor::{Event, Failure, FailureKind};
 
-/// Deadline of one usage-metrics push (go-cs-bouncer uses 10 s, `crowdsec-lapi.md` §8).
+/// Deadline of one usage-metrics push (go-cs-bouncer uses 10 s, `docs/reference/crowdsec-lapi.md` §8).
 const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Work for the LAPI task.

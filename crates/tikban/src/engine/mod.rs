@@ -11,13 +11,13 @@
 //! changes, timer ticks and outcomes into ops; `reconcile.rs` rebuilds the view from a print;
 //! [`wire`] maps ops to RouterOS commands and replies to outcomes.
 //!
-//! Rules (issue 5, `routeros-api.md` §9):
+//! Rules (issue 5, `docs/reference/routeros-api.md` §9):
 //! - **One command per changed address.** An add records the `.id` from `!done =ret=`; a later
 //!   remove uses it without a lookup.
 //! - **Lazy timeout refresh.** An entry gets the decision's remaining time, clamped to
 //!   `35w3d13:13:56` (21 474 836 s). When the decision outlives the router entry (extended, or
 //!   clamped), one `set` goes out shortly before the router-side timeout ends, not on every LAPI
-//!   re-insert (LAPI 1.4.6 re-inserts the community list every 2 h, `crowdsec-lapi.md` §6).
+//!   re-insert (LAPI 1.4.6 re-inserts the community list every 2 h, `docs/reference/crowdsec-lapi.md` §6).
 //! - **Ownership.** Only entries whose comment is the prefix, or starts with the prefix and a
 //!   space, are removed or changed. Other entries with a banned address are left alone and
 //!   count as enforcing it.
@@ -44,7 +44,7 @@ pub mod wire;
 
 pub use reconcile::{ReconcileError, Reconciled};
 
-/// The longest timeout RouterOS accepts: `35w3d13:13:56` (`routeros-api.md` §9).
+/// The longest timeout RouterOS accepts: `35w3d13:13:56` (`docs/reference/routeros-api.md` §9).
 pub const MAX_TIMEOUT_SECS: u64 = 21_474_836;
 
 /// Address family: which menu and which list.
@@ -381,7 +381,7 @@ pub(crate) fn secs_since(epoch: Instant, t: Instant) -> u32 {
 }
 
 /// The comment of a new entry: the prefix and the origin, in plain ASCII (RouterOS declares no
-/// charset, `routeros-api.md` §7).
+/// charset, `docs/reference/routeros-api.md` §7).
 pub fn comment(prefix: &str, origin: &str) -> String {
     let origin: String = origin
         .chars()
@@ -402,7 +402,7 @@ pub fn comment(prefix: &str, origin: &str) -> String {
 }
 
 pub(crate) fn clamp_secs(d: Duration) -> u64 {
-    // Round up: a 0.4 s remainder is still a ban (`crowdsec-lapi.md` §5, "round sub-second values
+    // Round up: a 0.4 s remainder is still a ban (`docs/reference/crowdsec-lapi.md` §5, "round sub-second values
     // up and clamp").
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     secs.clamp(1, MAX_TIMEOUT_SECS)
@@ -462,7 +462,7 @@ impl Engine {
     }
 
     /// The comment of a new entry: the prefix and the origin, in plain ASCII (RouterOS declares
-    /// no charset, `routeros-api.md` §7).
+    /// no charset, `docs/reference/routeros-api.md` §7).
     pub fn comment(&self, origin: &str) -> String {
         comment(&self.config.prefix, origin)
     }

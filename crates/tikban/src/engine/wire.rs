@@ -2,7 +2,7 @@
 //! [`RouterRow`]s from printed attributes. Pure functions: no I/O, no clock.
 //!
 //! Router knowledge lives here, not in the LAPI crate: how RouterOS prints an address
-//! (`routeros-api.md` §9), which traps mean "duplicate" or "gone" (§3, §9), and the time format of
+//! (`docs/reference/routeros-api.md` §9), which traps mean "duplicate" or "gone" (§3, §9), and the time format of
 //! `timeout` (§7).
 
 use crowdsec_lapi::Value;
@@ -11,10 +11,10 @@ use routeros_client::{Attributes, Command, CommandError, Error as RouterError, Q
 use super::{Family, Op, Outcome, RouterId, RouterRow, comment};
 use crate::rostime;
 
-/// RouterOS trap category 0: "missing item or command" (`routeros-api.md` §3).
+/// RouterOS trap category 0: "missing item or command" (`docs/reference/routeros-api.md` §3).
 const CATEGORY_MISSING: u32 = 0;
 
-/// The `address` RouterOS stores and prints for a value (`routeros-api.md` §9): IPv4 hosts bare,
+/// The `address` RouterOS stores and prints for a value (`docs/reference/routeros-api.md` §9): IPv4 hosts bare,
 /// networks as `addr/len`, IPv6 hosts with `/128` as `/ipv6` lists print them.
 ///
 /// ```
@@ -84,7 +84,7 @@ pub fn build_failed(err: &CommandError) -> Outcome {
 }
 
 /// What a trap means for the engine. RouterOS sends `=category=` on most traps
-/// (`routeros-api.md` §3); category 0 is "missing item". The text is the fallback, matched on
+/// (`docs/reference/routeros-api.md` §3); category 0 is "missing item". The text is the fallback, matched on
 /// its stable start only: v7 may append a numeric code such as `no such item (4)`.
 pub fn classify_trap(category: Option<u32>, message: &str) -> Outcome {
     let text = message.trim_start();
@@ -105,7 +105,7 @@ pub fn outcome(op: &Op, result: Result<Response, RouterError>) -> Outcome {
             Op::Add { .. } => Outcome::Done(resp.ret_str().and_then(RouterId::parse)),
             _ => Outcome::Done(None),
         },
-        // routeros-api.md §9: a duplicate and a missing id are device errors, not transport
+        // docs/reference/routeros-api.md §9: a duplicate and a missing id are device errors, not transport
         // errors; the connection stays.
         Err(RouterError::Trap {
             category, message, ..
@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn addresses_match_the_router_print_table() {
-        // routeros-api.md §9 normalisation table.
+        // docs/reference/routeros-api.md §9 normalisation table.
         let r = |s: &str| routeros_address(&Value::parse(s).unwrap());
         assert_eq!(r("192.0.34.166/32"), "192.0.34.166");
         assert_eq!(r("203.0.113.77/24"), "203.0.113.0/24");

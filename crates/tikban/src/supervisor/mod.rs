@@ -126,13 +126,13 @@ impl Settings {
 
 /// The overall deadline of a delta poll: three update intervals, at least 30 s. A delta is small
 /// (27 bytes when nothing changed; ~2.3 MB when LAPI 1.4.x re-inserts the community list,
-/// `crowdsec-lapi.md` §6), so anything slower is a stalled peer.
+/// `docs/reference/crowdsec-lapi.md` §6), so anything slower is a stalled peer.
 pub fn default_poll_timeout(update_frequency: Duration) -> Duration {
     (update_frequency * 3).max(Duration::from_secs(30))
 }
 
 /// The overall deadline of a `startup=true` snapshot, from the delta deadline: ten of them, at
-/// least 5 minutes. A 1,000,000-decision snapshot is ~185 MB (`crowdsec-lapi.md` §6); LAPI 1.4.6
+/// least 5 minutes. A 1,000,000-decision snapshot is ~185 MB (`docs/reference/crowdsec-lapi.md` §6); LAPI 1.4.6
 /// took 2.4 s to the first byte at 100k, and 185 MB take ~15 s at 100 Mbit/s, so 5 minutes leave
 /// room for a slow LAPI host and a slow link.
 pub fn snapshot_timeout(poll_timeout: Duration) -> Duration {

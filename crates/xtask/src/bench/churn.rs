@@ -31,7 +31,7 @@ const HOUR: u64 = 3600;
 pub struct Params {
     /// Community-list size.
     pub community: usize,
-    /// LAPI 1.4.x re-inserts the community list this often (`crowdsec-lapi.md` §6).
+    /// LAPI 1.4.x re-inserts the community list this often (`docs/reference/crowdsec-lapi.md` §6).
     pub refresh_every: u64,
     /// Values leaving (and as many joining) the community list at each refresh.
     pub turnover: usize,
