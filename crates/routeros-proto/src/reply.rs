@@ -132,7 +132,9 @@ pub struct Reply {
     pub tag: Option<Vec<u8>>,
     /// The attribute words.
     pub attributes: Attributes,
-    /// API attributes other than `.tag` (`.section=`, ...), keyed without their dot.
+    /// Bare API words other than `.tag`, keyed without their dot. RouterOS sends `.id` and
+    /// `.section` as ordinary attributes (`=.id=*1`, `=.section=1`); this keeps any other
+    /// dot-word apart.
     pub api_attributes: Attributes,
     /// Bare words without a leading `=` or `.`. Only `!fatal` carries one: its reason
     /// (`docs/reference/routeros-api.md` §3).
@@ -179,8 +181,9 @@ impl Reply {
             } else if let Some(tag) = word.strip_prefix(b".tag=") {
                 reply.tag = Some(tag.to_vec());
             } else if let Some(api) = word.strip_prefix(b".") {
-                // Other API attributes (`.section=`, ...) appear in streaming replies
-                // (`docs/reference/routeros-api.md` §2); keep them apart from `=.id=`-style attributes.
+                // Other bare API words: none is documented beyond `.tag`
+                // (`docs/reference/routeros-api.md` §2; `.section` comes as `=.section=N`); keep
+                // any apart from `=.id=`-style attributes.
                 let (k, v) = match api.iter().position(|&b| b == b'=') {
                     Some(i) => (&api[..i], &api[i + 1..]),
                     None => (api, &[][..]),

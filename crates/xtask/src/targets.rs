@@ -1,8 +1,8 @@
 //! The release targets: Rust triple, RouterOS architecture, image platform, toolchain and the
 //! qemu-user runner.
 //!
-//! Mapping from `docs/reference/routeros-containers.md` §1. armv7 and armv5te have no rustup `rust-std` for musl
-//! here, so they build std from source on nightly (`docs/reference/build-env.md`, "Rust targets").
+//! Mapping from `docs/reference/routeros-containers.md` §1. armv7 and armv5te got no musl `rust-std` from the
+//! toolchain mirror of the CI machines (rustup answered 404), so they build std from source on nightly (`docs/reference/build-env.md`, "Rust targets").
 
 use crate::image::Platform;
 
