@@ -37,6 +37,8 @@ struct Inner {
     window: usize,
     command_timeout: Duration,
     stream_buffer: usize,
+    /// The TCP connection's local and peer addresses, when it is one.
+    addrs: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
 }
 
 // === impl Client ===
@@ -58,6 +60,17 @@ impl Client {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
+        Self::start(io, config, None).await
+    }
+
+    async fn start<S>(
+        io: S,
+        config: &ClientConfig,
+        addrs: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    ) -> Result<Client, ConnectError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
         let window = config.window.max(1);
         let shared = Arc::new(Shared::new(window));
         let tx = conn::spawn(io, window, config.limits, shared.clone());
@@ -68,6 +81,7 @@ impl Client {
                 window,
                 command_timeout: config.command_timeout,
                 stream_buffer: config.stream_buffer.max(1),
+                addrs,
             }),
         };
         if let Err(e) = login(&client, &config.user, &config.password).await {
@@ -76,6 +90,17 @@ impl Client {
             return Err(e);
         }
         Ok(client)
+    }
+
+    /// The local address of the TCP connection (the container's own address, as the router
+    /// sees it); `None` for a client made with [`Client::from_stream`].
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.addrs.map(|(l, _)| l)
+    }
+
+    /// The router's address of the TCP connection; `None` for [`Client::from_stream`].
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.addrs.map(|(_, p)| p)
     }
 
     /// Runs one command and collects its rows. For large outputs use [`Client::stream`].
@@ -283,14 +308,15 @@ async fn connect_inner(config: &ClientConfig) -> Result<Client, ConnectError> {
         })?;
     // Commands are small and latency-bound.
     let _ = tcp.set_nodelay(true);
+    let addrs = tcp.local_addr().ok().zip(tcp.peer_addr().ok());
     match tls {
-        None => Client::from_stream(tcp, config).await,
+        None => Client::start(tcp, config, addrs).await,
         Some((tls_config, name)) => {
             let stream = tokio_rustls::TlsConnector::from(Arc::new(tls_config))
                 .connect(name, tcp)
                 .await
                 .map_err(tls::handshake_error)?;
-            Client::from_stream(stream, config).await
+            Client::start(stream, config, addrs).await
         }
     }
 }

@@ -75,6 +75,15 @@ async fn login_ok_and_bad_credentials() {
 }
 
 #[tokio::test]
+async fn a_tcp_client_knows_both_ends_of_its_connection() {
+    let (_sim, running) = serve(sim_config()).await;
+    let client = Client::connect(client_config(&running)).await.unwrap();
+    assert_eq!(client.peer_addr(), Some(running.addr()));
+    let local = client.local_addr().expect("a TCP connection has a local address");
+    assert!(local.ip().is_loopback() && local.port() != 0, "{local}");
+}
+
+#[tokio::test]
 async fn legacy_challenge_login_on_a_pre_643_router() {
     let (_sim, running) = serve(sim_config().with_version("6.42.12")).await;
     let client = Client::connect(client_config(&running)).await.unwrap();
