@@ -4,24 +4,21 @@
 //! `POST /v1/usage-metrics`. Never `HEAD` on the stream (1.4.6 advances the cursor and the delta is
 //! lost) and never live `GET /v1/decisions` with the stream key (it moves the same cursor).
 
-use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CONTENT_TYPE, HOST, HeaderValue, USER_AGENT};
-use http::{Method, Request, StatusCode};
+use http::header::HeaderValue;
+use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use secrecy::{ExposeSecret, SecretString};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 use crate::batch::Batch;
-use crate::config::{ConfigError, LapiConfig, tls_config};
+use crate::config::{ConfigError, LapiConfig};
 use crate::decision::Interner;
+use crate::http::{
+    Endpoint, check_timeouts, parse_url, read_error_text, tls_connector, user_agent,
+};
 use crate::metrics::UsageMetrics;
 use crate::stream_parser::{DecisionStream, ParseError, StreamEvent, StreamParser, StreamStats};
 use crate::text::{MAX_PEER_TEXT, peer_text, redact_url};
@@ -110,9 +107,6 @@ pub enum MetricsOutcome {
     Unsupported,
 }
 
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
-
 /// A LAPI bouncer client.
 ///
 /// Call order: [`poll`](Self::poll) every update interval (the first is `startup=true`), apply the
@@ -120,19 +114,13 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 /// with a backoff and poll again.
 /// [`push_usage_metrics`](Self::push_usage_metrics) every ≥ 15 minutes.
 pub struct LapiClient {
-    host: String,
-    port: u16,
-    host_header: HeaderValue,
-    base_path: String,
-    tls: Option<(TlsConnector, rustls_pki_types::ServerName<'static>)>,
+    /// Host, TLS, User-Agent and timeouts (shared with the watcher).
+    ep: Endpoint,
     api_key: Option<HeaderValue>,
     /// The key as text, only to redact it from error bodies that echo it.
     api_key_text: Option<SecretString>,
-    user_agent: HeaderValue,
     filter_query: String,
     types: Vec<String>,
-    connect_timeout: Duration,
-    request_timeout: Duration,
     max_element: usize,
     max_body: u64,
     max_decisions: u64,
@@ -152,10 +140,10 @@ impl std::fmt::Debug for LapiClient {
     /// Shows where and how the client connects; never the API key.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LapiClient")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("base_path", &self.base_path)
-            .field("tls", &self.tls.is_some())
+            .field("host", &self.ep.host)
+            .field("port", &self.ep.port)
+            .field("base_path", &self.ep.base_path)
+            .field("tls", &self.ep.tls.is_some())
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("filter_query", &self.filter_query)
             .field("types", &self.types)
@@ -179,45 +167,8 @@ fn encode_query_value(s: &str, out: &mut String) {
 impl LapiClient {
     /// Checks the configuration and prepares TLS. Does not connect.
     pub fn new(cfg: LapiConfig) -> Result<Self, ConfigError> {
-        let invalid = |reason: &str| ConfigError::InvalidUrl {
-            url: redact_url(&cfg.url),
-            reason: reason.into(),
-        };
-        let uri: http::Uri = cfg
-            .url
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
-        let scheme = uri
-            .scheme_str()
-            .ok_or_else(|| invalid("missing scheme"))?
-            .to_ascii_lowercase();
-        let https = match scheme.as_str() {
-            "http" => false,
-            "https" => true,
-            _ => return Err(ConfigError::UnsupportedScheme { scheme }),
-        };
-        let authority = uri.authority().ok_or_else(|| invalid("missing host"))?;
-        if authority.as_str().contains('@') {
-            return Err(invalid("credentials in the URL are not supported"));
-        }
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        if host.is_empty() {
-            return Err(invalid("missing host"));
-        }
-        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let host_header = HeaderValue::from_str(authority.as_str())
-            .map_err(|_| invalid("host is not a valid header"))?;
-        let mut base_path = uri.path().trim_end_matches('/').to_owned();
-        if uri.query().is_some() {
-            return Err(invalid("a query string is not allowed"));
-        }
-        if base_path == "/" {
-            base_path.clear();
-        }
+        let target = parse_url(&cfg.url)?;
+        let https = target.https;
 
         let has_cert = cfg.client_cert.is_some();
         if has_cert && !https {
@@ -245,37 +196,16 @@ impl LapiClient {
             }
             (None, _) => None,
         };
-        if cfg.version.is_empty()
-            || !cfg
-                .version
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'/')
-        {
-            return Err(ConfigError::InvalidVersion {
-                version: cfg.version.clone(),
-            });
-        }
-        let ua = format!("tikban/v{}", cfg.version.trim_start_matches('v'));
-        let user_agent = HeaderValue::from_str(&ua).map_err(|_| ConfigError::InvalidVersion {
-            version: cfg.version.clone(),
-        })?;
-        if cfg.connect_timeout.is_zero() {
-            return Err(ConfigError::ZeroTimeout { which: "connect" });
-        }
-        if cfg.request_timeout.is_zero() {
-            return Err(ConfigError::ZeroTimeout { which: "request" });
-        }
-        let tls = if https {
-            let config = tls_config(&cfg)?;
-            let name = match host.parse::<IpAddr>() {
-                Ok(ip) => rustls_pki_types::ServerName::IpAddress(ip.into()),
-                Err(_) => rustls_pki_types::ServerName::try_from(host.clone())
-                    .map_err(|_| invalid("host is not a valid TLS server name"))?,
-            };
-            Some((TlsConnector::from(Arc::new(config)), name))
-        } else {
-            None
-        };
+        let user_agent = user_agent(&cfg.version)?;
+        check_timeouts(cfg.connect_timeout, cfg.request_timeout)?;
+        let tls = tls_connector(&target, &cfg, &cfg.url)?;
+        let ep = Endpoint::new(
+            target,
+            tls,
+            user_agent,
+            cfg.connect_timeout,
+            cfg.request_timeout,
+        );
 
         let mut filter_query = String::new();
         for (k, list) in [
@@ -304,21 +234,14 @@ impl LapiClient {
         };
         Ok(LapiClient {
             api_key_text,
-            host,
-            port,
-            host_header,
-            base_path,
-            tls,
+            ep,
             api_key,
-            user_agent,
             filter_query,
             types: cfg
                 .decision_types
                 .iter()
                 .map(|t| t.trim().to_ascii_lowercase())
                 .collect(),
-            connect_timeout: cfg.connect_timeout,
-            request_timeout: cfg.request_timeout,
             max_element: cfg.max_element_bytes,
             max_body: cfg.max_body_bytes,
             max_decisions: cfg.max_decisions,
@@ -389,11 +312,11 @@ impl LapiClient {
     async fn poll_batch(&mut self, startup: bool) -> Result<Batch, LapiError> {
         let (mut body, sender) = self.stream_request(startup).await?;
         let parser = self.parser();
+        let request_timeout = self.ep.request_timeout;
         let LapiClient {
             interner,
             labels,
             types,
-            request_timeout,
             ..
         } = self;
         let mut batch = Batch::new(startup);
@@ -411,7 +334,7 @@ impl LapiClient {
                 }
             }
         };
-        let stats = read_stream(&mut body, parser, *request_timeout, interner, &mut sink).await?;
+        let stats = read_stream(&mut body, parser, request_timeout, interner, &mut sink).await?;
         batch.set_stats(stats);
         // The exchange is complete: the connection may carry the next request.
         self.conn = Some(sender);
@@ -432,7 +355,7 @@ impl LapiClient {
         let stats = read_stream(
             &mut body,
             parser,
-            self.request_timeout,
+            self.ep.request_timeout,
             &mut self.interner,
             sink,
         )
@@ -456,7 +379,7 @@ impl LapiClient {
     ) -> Result<(hyper::body::Incoming, SendRequest<Full<Bytes>>), LapiError> {
         let path = format!(
             "{}/v1/decisions/stream?{}{}",
-            self.base_path,
+            self.ep.base_path,
             if startup {
                 "startup=true"
             } else {
@@ -520,7 +443,7 @@ impl LapiClient {
         if !self.metrics_supported {
             return Ok(MetricsOutcome::Unsupported);
         }
-        let path = format!("{}/v1/usage-metrics", self.base_path);
+        let path = format!("{}/v1/usage-metrics", self.ep.base_path);
         let (resp, sender) = self
             .send(Method::POST, &path, Bytes::from(metrics.to_json()), true)
             .await?;
@@ -558,31 +481,7 @@ impl LapiClient {
     /// Reads at most a few KiB of a body and extracts LAPI's `message`, made safe to print
     /// (escaped, bounded, the API key redacted). The flag is true when the body ended.
     async fn read_error_body(&self, body: &mut hyper::body::Incoming) -> (String, bool) {
-        const MAX: usize = 4096;
-        let mut buf = Vec::new();
-        let mut ended = false;
-        while buf.len() < MAX {
-            match tokio::time::timeout(self.request_timeout, body.frame()).await {
-                Ok(Some(Ok(f))) => {
-                    if let Ok(d) = f.into_data() {
-                        buf.extend_from_slice(&d[..d.len().min(MAX - buf.len())]);
-                    }
-                }
-                Ok(None) => {
-                    ended = true;
-                    break;
-                }
-                _ => break,
-            }
-        }
-        #[derive(serde::Deserialize)]
-        struct ErrorBody {
-            message: String,
-        }
-        let text = match serde_json::from_slice::<ErrorBody>(&buf) {
-            Ok(e) => e.message,
-            Err(_) => String::from_utf8_lossy(&buf).into_owned(),
-        };
+        let (text, ended) = read_error_text(body, self.ep.request_timeout).await;
         (self.peer(&text), ended)
     }
 
@@ -605,16 +504,7 @@ impl LapiClient {
         ),
         LapiError,
     > {
-        let is_post = method == Method::POST;
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(HOST, self.host_header.clone())
-            .header(USER_AGENT, self.user_agent.clone())
-            .header(ACCEPT, HeaderValue::from_static("application/json"));
-        if is_post {
-            builder = builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        }
+        let mut builder = self.ep.request(method, path);
         if auth {
             if let Some(k) = &self.api_key {
                 builder = builder.header("X-Api-Key", k.clone());
@@ -628,74 +518,10 @@ impl LapiClient {
                 status: 0,
                 message: format!("cannot build a request for path {path:?}"),
             })?;
-
         // Reuse the kept-alive connection unless the server closed it. It is handed back to the
         // caller, which returns it to `self.conn` only after reading the whole response; on any
         // error it is dropped and the next request reconnects.
-        let mut sender = match self.conn.take() {
-            Some(c) if !c.is_closed() => c,
-            _ => self.connect().await?,
-        };
-        let sent = async {
-            sender.ready().await?;
-            sender.send_request(req).await
-        };
-        match tokio::time::timeout(self.request_timeout, sent).await {
-            Ok(Ok(resp)) => Ok((resp, sender)),
-            Ok(Err(e)) => Err(LapiError::Http(e)),
-            Err(_) => Err(LapiError::Timeout {
-                phase: "response headers",
-                after: self.request_timeout,
-            }),
-        }
-    }
-
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, LapiError> {
-        let addr = if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        };
-        let fut = async {
-            let tcp = TcpStream::connect((self.host.as_str(), self.port))
-                .await
-                .map_err(|source| LapiError::Connect {
-                    addr: addr.clone(),
-                    source,
-                })?;
-            let _ = tcp.set_nodelay(true);
-            let io: Box<dyn Io> = match &self.tls {
-                None => Box::new(tcp),
-                Some((connector, name)) => Box::new(
-                    connector
-                        .connect(name.clone(), tcp)
-                        .await
-                        .map_err(|source| LapiError::Tls {
-                            server: self.host.clone(),
-                            source,
-                        })?,
-                ),
-            };
-            // A 64 KiB read buffer instead of hyper's adaptive ~400 KiB: body chunks are consumed
-            // at once by the parser, so a bigger buffer only raises the memory peak.
-            let (sender, conn) = hyper::client::conn::http1::Builder::new()
-                .max_buf_size(64 * 1024)
-                .handshake(TokioIo::new(io))
-                .await?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(cause = %e, "LAPI connection closed");
-                }
-            });
-            Ok(sender)
-        };
-        match tokio::time::timeout(self.connect_timeout, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(LapiError::Timeout {
-                phase: "connect",
-                after: self.connect_timeout,
-            }),
-        }
+        self.ep.send(&mut self.conn, req).await
     }
 }
 
@@ -740,16 +566,16 @@ mod tests {
     fn accepts_http_and_https_urls_with_prefixes() {
         let c = client("http://127.0.0.1:8080/").unwrap();
         assert_eq!(
-            (c.host.as_str(), c.port, c.base_path.as_str()),
+            (c.ep.host.as_str(), c.ep.port, c.ep.base_path.as_str()),
             ("127.0.0.1", 8080, "")
         );
         let c = client("https://lapi.example/crowdsec/").unwrap();
         assert_eq!(
-            (c.host.as_str(), c.port, c.base_path.as_str()),
+            (c.ep.host.as_str(), c.ep.port, c.ep.base_path.as_str()),
             ("lapi.example", 443, "/crowdsec")
         );
         let c = client("http://[::1]:81").unwrap();
-        assert_eq!((c.host.as_str(), c.port), ("::1", 81));
+        assert_eq!((c.ep.host.as_str(), c.ep.port), ("::1", 81));
     }
 
     #[test]
@@ -828,10 +654,10 @@ mod tests {
     fn user_agent_is_exactly_type_slash_version() {
         let c = client("http://x").unwrap();
         assert_eq!(
-            c.user_agent.to_str().unwrap(),
+            c.ep.user_agent.to_str().unwrap(),
             format!("tikban/v{}", env!("CARGO_PKG_VERSION"))
         );
-        assert_eq!(c.user_agent.to_str().unwrap().matches('/').count(), 1);
+        assert_eq!(c.ep.user_agent.to_str().unwrap().matches('/').count(), 1);
     }
 
     #[test]

@@ -19,6 +19,11 @@
 //! - [`DecisionCache`] (sans-IO, time passed in): per-value decision ids and expiry;
 //!   [`apply`](DecisionCache::apply) and [`expire`](DecisionCache::expire) return a [`ChangeSet`].
 //! - [`UsageMetrics`], [`CounterDeltas`] (sans-IO): the usage-metrics payload.
+//! - The watcher side, for bans tikban makes itself: [`Watcher`] (I/O) logs in as a machine
+//!   (JWT, renewed before expiry and after a 401), [`push_alerts`](Watcher::push_alerts) shares
+//!   a ban with every bouncer of the LAPI, [`allowlist_check`](Watcher::allowlist_check) asks
+//!   LAPI's allowlists (1.6.6+); [`Alert`] / [`BanAlert`] build the swagger `Alert`;
+//!   [`AlertQueue`] (sans-IO) holds alerts, bounded, while LAPI is unreachable.
 //!
 //! # Data flow
 //! ```text
@@ -70,20 +75,31 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod alert;
+mod alert_queue;
 mod batch;
 mod cache;
 mod client;
 mod config;
 mod decision;
 mod duration;
+mod http;
 mod metrics;
 mod stream_parser;
 mod text;
+mod timefmt;
 mod value;
+mod watcher;
 
 #[cfg(feature = "test-harness")]
 pub mod testing;
 
+pub use alert::{
+    Alert, AlertDecision, AlertEvent, AlertSource, BanAlert, MAX_ALERT_EVENTS,
+    MAX_ALERT_TEXT_CHARS, MAX_EVENT_META, MAX_META_KEY_CHARS, MAX_META_VALUE_CHARS, MetaItem,
+    ORIGIN_CROWDSEC,
+};
+pub use alert_queue::{AlertQueue, QueueStats};
 pub use batch::{Batch, BatchAdd};
 pub use cache::{ActiveCount, Change, ChangeSet, DecisionCache};
 pub use client::{LapiClient, LapiError, MetricsOutcome};
@@ -99,6 +115,7 @@ pub use stream_parser::{
 };
 pub use text::redact_url;
 pub use value::{Value, ValueError};
+pub use watcher::{AllowlistAnswer, Watcher, WatcherConfig, WatcherConfigError, WatcherError};
 
 /// Entry points for the fuzz targets (`fuzz/`). Not a stable API.
 #[doc(hidden)]

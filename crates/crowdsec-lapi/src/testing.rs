@@ -349,6 +349,27 @@ api:
         key
     }
 
+    /// Registers a validated watcher (machine) with a fresh password and returns
+    /// `(machine_id, password)`: `cscli machines add NAME --password PW -f FILE` (1.4.6 has
+    /// `-p/--password`; `-f` keeps the harness's own credentials file untouched). `machines add`
+    /// writes the database directly and validates the machine.
+    pub fn add_machine(&self, name: &str) -> (String, String) {
+        let n = BOUNCERS.fetch_add(1, Ordering::Relaxed);
+        let password = format!("tikbantestpw{:08x}{n:04}{}", std::process::id(), self.port);
+        let file = self.dir.path().join(format!("machine-{n}.yaml"));
+        let file = file.to_string_lossy().into_owned();
+        self.cscli(&[
+            "machines",
+            "add",
+            name,
+            "--password",
+            &password,
+            "-f",
+            &file,
+        ]);
+        (name.to_owned(), password)
+    }
+
     /// `cscli decisions add`: `--range` when `value` has a `/` (1.4.6 refuses a CIDR in `--ip`),
     /// else `--ip`; `extra` is appended (e.g. `["--type", "captcha"]`).
     pub fn add_decision(&self, value: &str, duration: &str, extra: &[&str]) {
