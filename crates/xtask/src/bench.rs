@@ -9,12 +9,14 @@
 //! 4. Burst latency: 1,000 bans in one poll; poll response to entry on the router.
 //! 5. Memory and CPU at 10k, 100k (real LAPI) and 1M decisions ([`fake_lapi`]).
 //! 6. Footprint: binary and image tar sizes from `dist/` (never rebuilt here).
+//! 7. Guard replay: `tikban guard replay` over a generated 1,000,000-line log ([`guard`]).
 //!
 //! These are benchmarks, not tests: nothing here runs under `cargo test` except the unit tests of
 //! the pure helpers. `docs/benchmarks.md` records a run.
 
 mod churn;
 mod fake_lapi;
+mod guard;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -157,6 +159,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     drop(lapi);
     churn_day(&mut b);
+    guard::replay(&mut b)?;
     footprint(&mut b, &meta.version);
 
     let runtime = started.elapsed();
