@@ -75,6 +75,18 @@ impl Batch {
         self.stats = stats;
     }
 
+    /// Replaces every value (of adds and deletes alike) by `f(value)`: e.g. an IPv6 host by its
+    /// /64 when bans are enforced per prefix. Deletes must map like adds, so a deleted decision
+    /// finds the value its add went to.
+    pub fn map_values(&mut self, f: impl Fn(Value) -> Value) {
+        for a in &mut self.adds {
+            a.value = f(a.value);
+        }
+        for d in &mut self.deletes {
+            d.value = f(d.value);
+        }
+    }
+
     /// True when the batch is a `startup=true` snapshot. The cache applies snapshots like deltas
     /// (merge, never "replace everything"): a snapshot cut short by a LAPI database error can
     /// come back as a 200 with a truncated list (crowdsec#4691, `docs/reference/crowdsec-lapi.md` §4), so values

@@ -426,6 +426,7 @@ mod tests {
                 router_up: ok,
                 synced: ok,
                 warnings: vec![],
+                skipped: Default::default(),
             })),
         }
     }

@@ -64,6 +64,14 @@ pub const DROPPED_PACKETS: &str = "tikban_dropped_packets_total";
 pub const DROPPED_BYTES: &str = "tikban_dropped_bytes_total";
 /// Build information.
 pub const BUILD_INFO: &str = "tikban_build_info";
+/// Decisions not written, by reason (safety rules, budget).
+pub const DECISIONS_SKIPPED: &str = "tikban_decisions_skipped_total";
+/// The entry budget in force.
+pub const ENTRY_BUDGET: &str = "tikban_entry_budget";
+/// Banned values the budget leaves out.
+pub const OVER_BUDGET: &str = "tikban_decisions_over_budget";
+/// The router's memory.
+pub const ROUTER_MEMORY: &str = "tikban_router_memory_bytes";
 /// New series refused by the per-family cap.
 pub const SERIES_DROPPED: &str = "tikban_metrics_series_dropped_total";
 
@@ -157,6 +165,30 @@ pub const FAMILIES: &[Family] = &[
         kind: Kind::Counter,
         help: "New series not stored because their family already had 1000 series, by family.",
         labels: &["family"],
+    },
+    Family {
+        name: DECISIONS_SKIPPED,
+        kind: Kind::Counter,
+        help: "Banned values not written to the router, by reason: allowlist, self, router, loopback, link-local, lapi, admin-session, range-v4, range-v6, budget.",
+        labels: &["reason"],
+    },
+    Family {
+        name: ENTRY_BUDGET,
+        kind: Kind::Gauge,
+        help: "The most router entries tikban holds across both lists (MAX_ENTRIES, or derived from the router's memory); absent when unlimited.",
+        labels: &[],
+    },
+    Family {
+        name: OVER_BUDGET,
+        kind: Kind::Gauge,
+        help: "Banned values the entry budget leaves off the router (the lowest priority, the shortest remaining).",
+        labels: &[],
+    },
+    Family {
+        name: ROUTER_MEMORY,
+        kind: Kind::Gauge,
+        help: "The router's memory from /system/resource, by kind (total, free).",
+        labels: &["kind"],
     },
 ];
 
@@ -453,6 +485,19 @@ pub struct Health {
     pub synced: bool,
     /// Warnings, e.g. a list no enabled drop rule uses.
     pub warnings: Vec<String>,
+    /// Refused values: counts by reason, the latest few, the budget.
+    pub skipped: SkipReport,
+}
+
+/// What `/health` says about values tikban does not write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SkipReport {
+    /// Values refused since start, by reason label.
+    pub counts: Vec<(&'static str, u64)>,
+    /// The latest refused values, `value: reason`, newest last (a few).
+    pub recent: Vec<String>,
+    /// The entry budget (limit, values left out), when one is in force.
+    pub budget: Option<(usize, usize)>,
 }
 
 impl Health {
@@ -470,6 +515,11 @@ impl Health {
             "router": state(self.router_up),
             "synced": self.synced,
             "warnings": self.warnings,
+            "skipped": {
+                "counts": self.skipped.counts.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+                "recent": self.skipped.recent,
+                "budget": self.skipped.budget.map(|(limit, out)| serde_json::json!({"limit": limit, "over_budget": out})),
+            },
         })
         .to_string()
     }
@@ -825,6 +875,7 @@ mod tests {
             router_up: false,
             synced: false,
             warnings: vec!["no drop rule uses crowdsec-banned".into()],
+            skipped: SkipReport::default(),
         };
         assert!(!h.ok());
         let v: serde_json::Value = serde_json::from_str(&h.to_json()).unwrap();

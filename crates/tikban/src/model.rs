@@ -55,6 +55,10 @@ pub struct ModelRouter {
     pub removes_of_expiring: u64,
     /// See `removes_of_expiring`.
     pub expiring_window: Duration,
+    /// `/system/resource` (total-memory, free-memory), bytes.
+    pub memory: (u64, u64),
+    /// Addresses of the active admin sessions (`/user/active`).
+    pub sessions: Vec<std::net::IpAddr>,
 }
 
 impl ModelRouter {
@@ -77,6 +81,8 @@ impl ModelRouter {
             owned_prefix: "tikban".into(),
             removes_of_expiring: 0,
             expiring_window: Duration::ZERO,
+            memory: (1 << 30, 1 << 29),
+            sessions: Vec::new(),
         }
     }
 
@@ -335,7 +341,13 @@ impl Harness {
                 )),
             )),
             (_, Mode::Stalled) | (_, Mode::Down) => None,
-            (Action::Connect { job }, Mode::Up) => Some(reply(*job, RouterEvent::Connected)),
+            (Action::Connect { job }, Mode::Up) => Some(reply(
+                *job,
+                RouterEvent::Connected {
+                    local: None,
+                    peer: None,
+                },
+            )),
             (Action::Send { job, ops }, Mode::Up) => {
                 if let crate::supervisor::RouterState::Connected {
                     view: crate::supervisor::View::Reconciling(r),
@@ -369,7 +381,13 @@ impl Harness {
                 *job,
                 RouterEvent::Resource(Resource {
                     uptime: Some(now.saturating_duration_since(self.router.booted)),
+                    total_memory: Some(self.router.memory.0),
+                    free_memory: Some(self.router.memory.1),
                 }),
+            )),
+            (Action::ReadSessions { job }, Mode::Up) => Some(reply(
+                *job,
+                RouterEvent::Sessions(self.router.sessions.clone()),
             )),
             (Action::ReadRules { job }, Mode::Up) => {
                 let scans = Family::ALL

@@ -11,7 +11,7 @@ use super::pem::{PemInput, PemSource};
 use super::vars::{BOOL, DURATION, default_of};
 use super::{
     Config, ConfigError, LapiSettings, ListSettings, LogSettings, Problem, RawEnv, RouterSettings,
-    RouterTls, VARS,
+    RouterTls, SafetySettings, VARS,
 };
 
 /// Longest part of a value echoed in a problem, in characters; the rest becomes `…`.
@@ -572,6 +572,67 @@ impl Config {
         let reconciliation_interval =
             c.positive_duration(&raw.reconciliation_interval, "RECONCILIATION_INTERVAL");
 
+        // --- Safety
+        let allowlist = match C::value(&raw.allowlist) {
+            None => crate::safety::AddrSet::new(),
+            Some(text) => crate::safety::AddrSet::parse(text).unwrap_or_else(|e| {
+                c.problem("ALLOWLIST", e.to_string());
+                crate::safety::AddrSet::new()
+            }),
+        };
+        let protections = crate::safety::Protections {
+            own: c.boolean(&raw.protect_self, "PROTECT_SELF"),
+            router: c.boolean(&raw.protect_router, "PROTECT_ROUTER"),
+            loopback: c.boolean(&raw.protect_loopback, "PROTECT_LOOPBACK"),
+            link_local: c.boolean(&raw.protect_link_local, "PROTECT_LINK_LOCAL"),
+            lapi: c.boolean(&raw.protect_lapi, "PROTECT_LAPI"),
+            admin_sessions: c.boolean(&raw.protect_admin_sessions, "PROTECT_ADMIN_SESSIONS"),
+        };
+        let mut prefix = |raw: &Option<String>, var: &'static str, max: u8, min: u8| -> u8 {
+            let text = C::or_default(raw, var);
+            match text.parse::<u8>() {
+                Ok(p) if (min..=max).contains(&p) => p,
+                _ => {
+                    c.problem(
+                        var,
+                        format!("{} is not a prefix length from {min} to {max}", quote(text)),
+                    );
+                    max
+                }
+            }
+        };
+        let ranges = crate::safety::RangeLimits {
+            v4: prefix(&raw.max_range_v4, "MAX_RANGE_V4", 32, 0),
+            v6: prefix(&raw.max_range_v6, "MAX_RANGE_V6", 128, 0),
+        };
+        let ipv6_prefix = prefix(&raw.ipv6_ban_prefix, "IPV6_BAN_PREFIX", 128, 1);
+        let max_entries = {
+            let text = C::or_default(&raw.max_entries, "MAX_ENTRIES");
+            match text.to_ascii_lowercase().as_str() {
+                "auto" => crate::supervisor::MaxEntries::Auto,
+                "0" | "unlimited" => crate::supervisor::MaxEntries::Unlimited,
+                n => match n.parse::<usize>() {
+                    Ok(n) => crate::supervisor::MaxEntries::Fixed(n),
+                    Err(_) => {
+                        c.problem(
+                            "MAX_ENTRIES",
+                            format!("{} is not auto, 0 or a number of entries", quote(text)),
+                        );
+                        crate::supervisor::MaxEntries::Auto
+                    }
+                },
+            }
+        };
+        let safety = SafetySettings {
+            settings: crate::safety::Settings {
+                allowlist,
+                protections,
+                ranges,
+            },
+            max_entries,
+            ipv6_prefix,
+        };
+
         // --- Logs and metrics
         let level = C::or_default(&raw.log_level, "LOG_LEVEL").to_ascii_lowercase();
         let level = match level.as_str() {
@@ -637,6 +698,7 @@ impl Config {
                 router,
                 lists,
                 reconciliation_interval,
+                safety,
                 log: LogSettings { level, json },
                 metrics,
             })

@@ -37,6 +37,17 @@ pub use env::RawEnv;
 pub use pem::MAX_PEM_BYTES;
 pub use vars::{VARS, Var, help_text};
 
+/// What is never banned, and how much is written (`docs/safety.md`).
+#[derive(Debug, Clone)]
+pub struct SafetySettings {
+    /// Allowlist, protections, range limits.
+    pub settings: crate::safety::Settings,
+    /// `MAX_ENTRIES`.
+    pub max_entries: crate::supervisor::MaxEntries,
+    /// `IPV6_BAN_PREFIX`.
+    pub ipv6_prefix: u8,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -48,6 +59,8 @@ pub struct Config {
     pub lists: ListSettings,
     /// Interval of the full reconciliation.
     pub reconciliation_interval: Duration,
+    /// Safety rules, entry budget, IPv6 aggregation.
+    pub safety: SafetySettings,
     /// Logging.
     pub log: LogSettings,
     /// Where `/metrics` and `/health` listen; `None` when disabled.

@@ -237,6 +237,73 @@ pub const VARS: &[Var] = &[
         DURATION,
         "full comparison of router and cache, repairing drift",
     ),
+    // Safety (docs/safety.md)
+    var(
+        "ALLOWLIST",
+        None,
+        LIST,
+        "addresses and CIDRs (IPv4, IPv6) never banned, from LAPI or guard; a ban covering one is skipped whole",
+    ),
+    var(
+        "PROTECT_SELF",
+        Some("true"),
+        BOOL,
+        "never ban tikban's own address (as the router sees it)",
+    ),
+    var(
+        "PROTECT_ROUTER",
+        Some("true"),
+        BOOL,
+        "never ban the router address tikban talks to (MIKROTIK_HOST)",
+    ),
+    var(
+        "PROTECT_LOOPBACK",
+        Some("true"),
+        BOOL,
+        "never ban 127.0.0.0/8 and ::1",
+    ),
+    var(
+        "PROTECT_LINK_LOCAL",
+        Some("true"),
+        BOOL,
+        "never ban 169.254.0.0/16 and fe80::/10",
+    ),
+    var(
+        "PROTECT_LAPI",
+        Some("true"),
+        BOOL,
+        "never ban the LAPI host's addresses (resolved again every 5 minutes)",
+    ),
+    var(
+        "PROTECT_ADMIN_SESSIONS",
+        Some("true"),
+        BOOL,
+        "never ban the address of an active admin session on the router (/user/active)",
+    ),
+    var(
+        "MAX_RANGE_V4",
+        Some("8"),
+        "prefix length 0..=32",
+        "refuse IPv4 ranges wider than this prefix",
+    ),
+    var(
+        "MAX_RANGE_V6",
+        Some("32"),
+        "prefix length 0..=128",
+        "refuse IPv6 ranges wider than this prefix",
+    ),
+    var(
+        "MAX_ENTRIES",
+        Some("auto"),
+        "auto, 0 (no limit) or a number",
+        "the most router entries tikban holds across both lists; auto derives it from the router's memory",
+    ),
+    var(
+        "IPV6_BAN_PREFIX",
+        Some("128"),
+        "prefix length 1..=128",
+        "enforce IPv6 bans as their prefix of this length (64: one entry per /64); 128 = as given",
+    ),
     // Logs and metrics
     var(
         "LOG_LEVEL",

@@ -26,6 +26,46 @@ use router::{Msg, Wire};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The gauges walk the cache: at most this often.
 const GAUGES_EVERY: Duration = Duration::from_secs(1);
+/// The LAPI host's addresses are resolved again this often (they are protected,
+/// `docs/safety.md`).
+const RESOLVE_LAPI_EVERY: Duration = Duration::from_secs(300);
+/// Deadline of one resolution.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Resolves the LAPI host every [`RESOLVE_LAPI_EVERY`] and reports its addresses. A failed
+/// resolution keeps the last addresses (nothing is sent).
+async fn resolve_lapi(host: String, port: u16, events: mpsc::Sender<Event>) {
+    loop {
+        let lookup = tokio::net::lookup_host((host.as_str(), port));
+        if let Ok(Ok(addrs)) = tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+            let mut ips: Vec<std::net::IpAddr> = addrs.map(|a| a.ip()).take(64).collect();
+            ips.sort();
+            ips.dedup();
+            if events.send(Event::LapiAddresses(ips)).await.is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(RESOLVE_LAPI_EVERY).await;
+    }
+}
+
+/// The host and port of the LAPI URL (already validated by the configuration).
+fn lapi_host(url: &str) -> Option<(String, u16)> {
+    let uri: hyper::Uri = url.parse().ok()?;
+    let host = uri
+        .host()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    Some((host, port))
+}
 
 /// The router side of the driver: the client and the job running on it.
 struct RouterIo {
@@ -59,7 +99,8 @@ impl RouterIo {
             | Action::Send { job, .. }
             | Action::Print { job, .. }
             | Action::ReadResource { job }
-            | Action::ReadRules { job } => *job,
+            | Action::ReadRules { job }
+            | Action::ReadSessions { job } => *job,
             Action::Disconnect { .. } | Action::Poll { .. } | Action::PushUsage { .. } => 0,
         };
         if let Action::Connect { job } = action {
@@ -90,6 +131,7 @@ impl RouterIo {
             }
             Action::ReadResource { job } => self.start(router::resource(client, job, out)),
             Action::ReadRules { job } => self.start(router::rules(client, wire, job, out)),
+            Action::ReadSessions { job } => self.start(router::sessions(client, job, out)),
             _ => {}
         }
     }
@@ -113,6 +155,9 @@ pub async fn run(
     let started_unix = unix_now();
     let lapi = LapiClient::new(clients::lapi_config(&config)).map_err(|e| e.to_string())?;
     let (events_tx, mut events) = mpsc::channel::<Event>(8);
+    let resolver = lapi_host(&config.lapi.url)
+        .filter(|_| config.safety.settings.protections.lapi)
+        .map(|(host, port)| tokio::spawn(resolve_lapi(host, port, events_tx.clone())));
     let lapi = lapi::spawn(lapi, events_tx);
     let (router_tx, mut router_rx) = mpsc::channel::<(u64, Msg)>(8);
     let settings = Settings::from_config(&config);
@@ -174,8 +219,10 @@ pub async fn run(
             Some((job, msg)) = router_rx.recv() => {
                 let event = match msg {
                     Msg::Client(client) => {
+                        let local = client.local_addr().map(|a| a.ip());
+                        let peer = client.peer_addr().map(|a| a.ip());
                         io.client = Some(client);
-                        RouterEvent::Connected
+                        RouterEvent::Connected { local, peer }
                     }
                     Msg::Event(e) => e,
                 };
@@ -187,6 +234,9 @@ pub async fn run(
     }
     if let Some(job) = io.job.take() {
         job.abort();
+    }
+    if let Some(r) = resolver {
+        r.abort();
     }
     if let Some(client) = io.client.take() {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, client.quit()).await;

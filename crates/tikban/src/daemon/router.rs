@@ -137,15 +137,43 @@ pub async fn resource(client: Client, job: JobId, out: Outbox) {
 
 async fn run_resource(client: &Client) -> Result<Resource, RouterError> {
     let cmd = Command::builder("/system/resource/print")
-        .proplist(&["uptime", "version"])
+        .proplist(&["uptime", "version", "total-memory", "free-memory"])
         .build()?;
     let resp = client.execute(cmd).await?;
-    let uptime = resp
-        .rows
-        .first()
-        .and_then(|r| r.get_str("uptime"))
-        .and_then(rostime::parse);
-    Ok(Resource { uptime })
+    let row = resp.rows.first();
+    let field = |k| row.and_then(|r| r.get_str(k));
+    let bytes = |k| field(k).and_then(|v| v.trim().parse::<u64>().ok());
+    Ok(Resource {
+        uptime: field("uptime").and_then(rostime::parse),
+        total_memory: bytes("total-memory"),
+        free_memory: bytes("free-memory"),
+    })
+}
+
+/// Reads the addresses of the router's active sessions (`/user/active`). Rows without a usable
+/// address (a MAC-Winbox session, an empty field) are skipped; at most `MAX_SESSIONS` are kept.
+pub async fn sessions(client: Client, job: JobId, out: Outbox) {
+    const MAX_SESSIONS: usize = 1024;
+    let result = async {
+        let cmd = Command::builder("/user/active/print")
+            .proplist(&["address", "name", "via"])
+            .build()?;
+        let resp = client.execute(cmd).await?;
+        Ok::<_, RouterError>(
+            resp.rows
+                .iter()
+                .filter_map(|r| r.get_str("address"))
+                .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+                .take(MAX_SESSIONS)
+                .collect(),
+        )
+    }
+    .await;
+    let event = match result {
+        Ok(addresses) => RouterEvent::Sessions(addresses),
+        Err(e) => RouterEvent::Failed(failure(&e)),
+    };
+    report(&out, job, event).await;
 }
 
 /// Scans raw and filter rules per enabled family for drop rules that use the list.

@@ -34,7 +34,7 @@ use std::net::Ipv4Addr;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use crowdsec_lapi::{Label, Value};
+use crowdsec_lapi::{DecisionCache, Label, Value};
 
 mod plan;
 pub mod reconcile;
@@ -46,6 +46,41 @@ pub use reconcile::{ReconcileError, Reconciled};
 
 /// The longest timeout RouterOS accepts: `35w3d13:13:56` (`docs/reference/routeros-api.md` §9).
 pub const MAX_TIMEOUT_SECS: u64 = 21_474_836;
+
+/// What the engine asks of the desired state: which values must be on the router, until when,
+/// and for which origin. [`DecisionCache`] answers "every banned value"; the supervisor's view
+/// also leaves out what the safety rules and the entry budget refuse (`supervisor/policy.rs`).
+pub trait Wanted {
+    /// When `value`'s ban ends and its origin, if the value must be on the router.
+    fn wanted(&self, value: &Value) -> Option<(Instant, Label)>;
+    /// Calls `f` with every value that must be on the router.
+    fn each_wanted(&self, f: &mut dyn FnMut(Value));
+    /// An upper bound of the number of wanted values (it sizes the row limit of a reconcile).
+    fn bound(&self) -> usize;
+}
+
+impl Wanted for DecisionCache {
+    fn wanted(&self, value: &Value) -> Option<(Instant, Label)> {
+        self.expires_at(value).map(|e| {
+            (
+                e,
+                self.origin(value)
+                    .cloned()
+                    .unwrap_or_else(|| Label::new("")),
+            )
+        })
+    }
+
+    fn each_wanted(&self, f: &mut dyn FnMut(Value)) {
+        for (value, _, _) in self.iter() {
+            f(value);
+        }
+    }
+
+    fn bound(&self) -> usize {
+        self.len()
+    }
+}
 
 /// Address family: which menu and which list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

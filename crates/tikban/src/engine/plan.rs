@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use crowdsec_lapi::{Change, DecisionCache, Label, Value};
+use crowdsec_lapi::{Change, Value};
 
-use super::{Engine, Family, Held, Op, Outcome, RouterId, clamp_secs};
+use super::{Engine, Family, Held, Op, Outcome, RouterId, Wanted, clamp_secs};
 
 /// A removal is skipped when the router entry ends by itself within this many seconds.
 const EXPIRY_SLACK_SECS: u32 = 2;
@@ -81,7 +81,7 @@ impl Engine {
 
     /// Ops due on a timer tick: lazy refreshes of entries whose router timeout ends within the
     /// margin while the decision lasts longer, and retries of failed commands.
-    pub fn plan_tick(&mut self, cache: &DecisionCache, now: Instant) -> Vec<Op> {
+    pub fn plan_tick(&mut self, desired: &impl Wanted, now: Instant) -> Vec<Op> {
         let mut ops = Vec::new();
         let horizon = self.secs(now + self.config.refresh_margin);
         for family in Family::ALL {
@@ -91,8 +91,8 @@ impl Engine {
                 .filter_map(|(v, h)| h.id.map(|id| (*v, id, h.expires)))
                 .collect();
             for (value, id, router_end) in due {
-                let Some(wanted) = cache.expires_at(&value) else {
-                    continue; // the removal comes with the cache's own change-set
+                let Some((wanted, _)) = desired.wanted(&value) else {
+                    continue; // the removal comes with its own change (or a replan)
                 };
                 if self.secs(wanted) <= router_end {
                     continue; // both end together: nothing to extend
@@ -106,12 +106,8 @@ impl Engine {
         }
         let retry: Vec<Value> = self.retry.drain().collect();
         for value in retry {
-            match (cache.expires_at(&value), self.held(&value).copied()) {
-                (Some(expires_at), None) => {
-                    let origin = cache
-                        .origin(&value)
-                        .cloned()
-                        .unwrap_or_else(|| Label::new(""));
+            match (desired.wanted(&value), self.held(&value).copied()) {
+                (Some((expires_at, origin)), None) => {
                     ops.push(self.add_op(value, expires_at, origin, now));
                 }
                 (None, Some(_)) => ops.extend(self.plan_removal(&value, now)),
@@ -126,18 +122,14 @@ impl Engine {
     /// reconcile was running, when their change could not be planned against the view being
     /// rebuilt): an add for a banned value the router lacks, a removal for an owned entry no
     /// longer wanted. Anything else is left to the lazy refresh.
-    pub fn replan(&mut self, values: &[Value], cache: &DecisionCache, now: Instant) -> Vec<Op> {
+    pub fn replan(&mut self, values: &[Value], desired: &impl Wanted, now: Instant) -> Vec<Op> {
         let mut ops = Vec::new();
         for value in values {
             if !self.enabled(value) {
                 continue;
             }
-            match (cache.expires_at(value), self.held(value).copied()) {
-                (Some(expires_at), None) if !self.retry.contains(value) => {
-                    let origin = cache
-                        .origin(value)
-                        .cloned()
-                        .unwrap_or_else(|| Label::new(""));
+            match (desired.wanted(value), self.held(value).copied()) {
+                (Some((expires_at, origin)), None) if !self.retry.contains(value) => {
                     ops.push(self.add_op(*value, expires_at, origin, now));
                 }
                 (None, Some(_)) => ops.extend(self.plan_removal(value, now)),
@@ -154,11 +146,11 @@ impl Engine {
         &mut self,
         op: &Op,
         outcome: Outcome,
-        cache: &DecisionCache,
+        desired: &impl Wanted,
         now: Instant,
     ) -> Vec<Op> {
         let value = *op.value();
-        let wanted = cache.expires_at(&value);
+        let wanted = desired.wanted(&value);
         if let Op::Remove { orphan: true, .. } = op {
             // A second copy or an unparseable row: whatever happened, the value it resembles
             // keeps its own entry and state. A failed orphan remove is found again by the next
@@ -211,12 +203,8 @@ impl Engine {
             }
             (Op::Remove { .. }, Outcome::Done(_) | Outcome::NoSuchItem) => {
                 self.forget(&value);
-                if let Some(expires_at) = wanted {
+                if let Some((expires_at, origin)) = wanted {
                     // Banned again while the remove was in flight.
-                    let origin = cache
-                        .origin(&value)
-                        .cloned()
-                        .unwrap_or_else(|| Label::new(""));
                     follow.push(self.add_op(value, expires_at, origin, now));
                 }
             }
@@ -229,11 +217,7 @@ impl Engine {
             }
             (Op::Refresh { .. }, Outcome::NoSuchItem) => {
                 self.forget(&value);
-                if let Some(expires_at) = wanted {
-                    let origin = cache
-                        .origin(&value)
-                        .cloned()
-                        .unwrap_or_else(|| Label::new(""));
+                if let Some((expires_at, origin)) = wanted {
                     follow.push(self.add_op(value, expires_at, origin, now));
                 }
             }

@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use crowdsec_lapi::{DecisionCache, Value};
+use crowdsec_lapi::Value;
 
-use super::{Engine, Family, Held, Op, RouterId, RouterRow, secs_since};
+use super::{Engine, Family, Held, Op, RouterId, RouterRow, Wanted, secs_since};
 
 /// Removals of unwanted owned rows one reconcile queues at most. A router holding more (a list
 /// left over after a large blocklist was dropped while tikban was away) is cleaned over several
@@ -83,31 +83,31 @@ impl Engine {
         &mut self,
         family: Family,
         rows: Vec<RouterRow>,
-        cache: &DecisionCache,
+        desired: &impl Wanted,
         now: Instant,
     ) -> Vec<Op> {
-        self.begin_reconcile(family, cache);
+        self.begin_reconcile(family, desired);
         for row in rows {
-            if self.reconcile_row(row, cache, now).is_err() {
+            if self.reconcile_row(row, desired, now).is_err() {
                 self.abandon_reconcile();
                 return Vec::new();
             }
         }
-        let mut ops = self.finish_reconcile(cache).ops;
-        ops.extend(self.plan_missing(cache, now, usize::MAX));
+        let mut ops = self.finish_reconcile(desired).ops;
+        ops.extend(self.plan_missing(desired, now, usize::MAX));
         ops
     }
 
     /// Starts rebuilding one family's view. Rows then stream in one at a time, so a 100k-entry
     /// print is never held whole.
-    pub fn begin_reconcile(&mut self, family: Family, cache: &DecisionCache) {
+    pub fn begin_reconcile(&mut self, family: Family, desired: &impl Wanted) {
         self.missing[family.index()].clear();
         self.building = Some(Building {
             family,
             held: HashMap::new(),
             ops: Vec::new(),
             rows: 0,
-            limit: row_limit(cache.len(), self.config.row_slack),
+            limit: row_limit(desired.bound(), self.config.row_slack),
             deferred: 0,
         });
     }
@@ -121,7 +121,7 @@ impl Engine {
     pub fn reconcile_row(
         &mut self,
         row: RouterRow,
-        cache: &DecisionCache,
+        desired: &impl Wanted,
         now: Instant,
     ) -> Result<(), ReconcileError> {
         let owned = self.is_owned(row.comment.as_deref());
@@ -150,7 +150,7 @@ impl Engine {
             (Some(v), false) => {
                 // Someone else's entry: only worth remembering when it enforces a ban, and never
                 // in place of one of ours.
-                if cache.expires_at(&v).is_some() && !b.held.get(&v).is_some_and(|h| h.owned) {
+                if desired.wanted(&v).is_some() && !b.held.get(&v).is_some_and(|h| h.owned) {
                     b.held.insert(
                         v,
                         Held {
@@ -164,7 +164,7 @@ impl Engine {
             }
             (None, false) => {}
             (v, true) => {
-                let wanted = v.filter(|v| cache.expires_at(v).is_some());
+                let wanted = v.filter(|v| desired.wanted(v).is_some());
                 let duplicate = wanted.is_some_and(|v| b.held.get(&v).is_some_and(|h| h.owned));
                 match (wanted, id) {
                     (Some(v), Some(id)) if !duplicate => {
@@ -201,7 +201,7 @@ impl Engine {
 
     /// Ends the rebuild: installs the new view, queues the banned values the router lacks for
     /// [`Engine::plan_missing`], and returns the removals of unwanted owned entries.
-    pub fn finish_reconcile(&mut self, cache: &DecisionCache) -> Reconciled {
+    pub fn finish_reconcile(&mut self, desired: &impl Wanted) -> Reconciled {
         let Some(Building {
             family,
             held,
@@ -218,11 +218,12 @@ impl Engine {
         let missing = &mut self.missing[f];
         missing.clear();
         if self.config.lists[f].is_some() {
-            for (value, _, _) in cache.iter() {
-                if Family::of(&value) == family && !self.held[f].contains_key(&value) {
+            let held = &self.held[f];
+            desired.each_wanted(&mut |value| {
+                if Family::of(&value) == family && !held.contains_key(&value) {
                     missing.push(value);
                 }
-            }
+            });
         }
         // Reserve once for every missing value so the view never rehashes into a second, doubled
         // table in the middle of a cold sync.
@@ -234,23 +235,19 @@ impl Engine {
     /// Up to `limit` adds for banned values the router lacked at the last reconcile. Called in
     /// chunks, so a 100k cold sync never holds 100k ops at once. Each value is checked again when
     /// taken: one that is no longer banned, or was added meanwhile, is skipped.
-    pub fn plan_missing(&mut self, cache: &DecisionCache, now: Instant, limit: usize) -> Vec<Op> {
+    pub fn plan_missing(&mut self, desired: &impl Wanted, now: Instant, limit: usize) -> Vec<Op> {
         let mut ops = Vec::new();
         for family in Family::ALL {
             while ops.len() < limit {
                 let Some(value) = self.missing[family.index()].pop() else {
                     break;
                 };
-                let Some(expires_at) = cache.expires_at(&value) else {
+                let Some((expires_at, origin)) = desired.wanted(&value) else {
                     continue;
                 };
                 if self.held(&value).is_some() || self.retry.contains(&value) {
                     continue;
                 }
-                let origin = cache
-                    .origin(&value)
-                    .cloned()
-                    .unwrap_or_else(|| crowdsec_lapi::Label::new(""));
                 ops.push(self.add_op(value, expires_at, origin, now));
             }
         }

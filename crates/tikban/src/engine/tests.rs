@@ -561,6 +561,9 @@ mod model_based {
             command_timeout: Duration::from_secs(30),
             lists: [Some("v4".into()), Some("v6".into())],
             comment_prefix: "tikban".into(),
+            safety: crate::safety::Settings::default(),
+            max_entries: crate::supervisor::MaxEntries::Unlimited,
+            ipv6_prefix: 128,
         }
     }
 

@@ -40,7 +40,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crowdsec_lapi::{Batch, Change, DecisionCache, MetricItem};
+use crowdsec_lapi::{Batch, DecisionCache, MetricItem};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -48,11 +48,16 @@ use crate::backoff::Backoff;
 use crate::engine::{Engine, EngineConfig, Family, Op, Outcome, RouterRow};
 use crate::metrics::{self, Health, Metrics};
 
+mod enforce;
+mod policy;
 mod schedule;
 mod state;
 #[cfg(test)]
 mod tests;
 
+use crate::safety::Safety;
+use enforce::{Skips, aggregate};
+pub use policy::{Budget, Enforced, Policy, Refusal, class};
 use state::Throttle;
 pub use state::{Job, JobId, JobKind, LapiState, Phase, PollState, Reconcile, RouterState, View};
 
@@ -75,6 +80,8 @@ pub const MAX_SILENT_TIMEOUTS: u32 = 3;
 pub const MAX_PLANNED_CHANGES: usize = 65_536;
 /// Values remembered as changed during one reconcile; past it the reconcile simply runs again.
 pub const MAX_DIRTY: usize = 262_144;
+/// New bans wait for a read of `/user/active` older than this (`docs/safety.md`).
+pub const SESSIONS_FRESH: Duration = Duration::from_secs(10);
 /// At most one warning per this interval for the same repeated condition.
 pub const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -99,6 +106,36 @@ pub struct Settings {
     pub lists: [Option<String>; 2],
     /// Comment prefix of owned entries.
     pub comment_prefix: String,
+    /// The safety rules: allowlist, automatic protections, range limits.
+    pub safety: crate::safety::Settings,
+    /// The entry budget.
+    pub max_entries: MaxEntries,
+    /// IPv6 bans are enforced as their prefix of this length (128: as they come).
+    pub ipv6_prefix: u8,
+}
+
+/// `MAX_ENTRIES`: the most router entries tikban holds across both lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxEntries {
+    /// Derived from the router's memory ([`budget_for`]) once `/system/resource` is read.
+    Auto,
+    /// No limit.
+    Unlimited,
+    /// This many.
+    Fixed(usize),
+}
+
+/// The default budget for a router with `total` bytes of RAM, `free` of them free
+/// (`docs/safety.md`): the address lists may take at most 5 % of the RAM, and at most a quarter
+/// of what is free, at an assumed 200 bytes per entry (RouterOS does not document the cost of an
+/// entry; 200 bytes is a deliberate overestimate), rounded down to a thousand, at least 1000.
+/// A hAP ac³ (256 MiB) gets 67 000 entries, an RB5009 or hAP ax³ (1 GiB) 268 000.
+pub fn budget_for(total: u64, free: u64) -> usize {
+    const PER_ENTRY: u64 = 200;
+    let by_total = total / 20 / PER_ENTRY;
+    let by_free = free / 4 / PER_ENTRY;
+    let n = by_total.min(by_free) / 1000 * 1000;
+    usize::try_from(n.max(1000)).unwrap_or(usize::MAX)
 }
 
 impl Settings {
@@ -114,6 +151,9 @@ impl Settings {
             command_timeout: c.router.command_timeout,
             lists: [c.lists.v4.clone(), c.lists.v6.clone()],
             comment_prefix: c.lists.comment_prefix.clone(),
+            safety: c.safety.settings.clone(),
+            max_entries: c.safety.max_entries,
+            ipv6_prefix: c.safety.ipv6_prefix,
         }
     }
 
@@ -176,6 +216,10 @@ impl Failure {
 pub struct Resource {
     /// Time since boot; going back means a reboot.
     pub uptime: Option<Duration>,
+    /// `total-memory`, bytes.
+    pub total_memory: Option<u64>,
+    /// `free-memory`, bytes.
+    pub free_memory: Option<u64>,
 }
 
 /// The drop rules that use one list, summed.
@@ -198,6 +242,8 @@ pub enum Event {
     UsagePushed(Result<bool, Failure>),
     /// A router job reports.
     Router(JobId, RouterEvent),
+    /// The LAPI host's addresses, resolved again (they are protected).
+    LapiAddresses(Vec<std::net::IpAddr>),
     /// The router connection ended while no job was running (a reboot, a killed session).
     RouterClosed(String),
 }
@@ -205,8 +251,14 @@ pub enum Event {
 /// What a router job reports.
 #[derive(Debug)]
 pub enum RouterEvent {
-    /// Logged in ([`Action::Connect`]).
-    Connected,
+    /// Logged in ([`Action::Connect`]); the connection's own and the router's address, when
+    /// known (both are protected).
+    Connected {
+        /// tikban's address, as the router sees it.
+        local: Option<std::net::IpAddr>,
+        /// The router's address.
+        peer: Option<std::net::IpAddr>,
+    },
     /// The connection or login failed.
     ConnectFailed(Failure),
     /// Every op of an [`Action::Send`], with its outcome, in order.
@@ -219,6 +271,8 @@ pub enum RouterEvent {
     Resource(Resource),
     /// [`Action::ReadRules`] answered: per enabled family, its scan or the failure of its prints.
     Rules(Vec<(Family, Result<RuleScan, Failure>)>),
+    /// [`Action::ReadSessions`] answered: the addresses of the router's active admin sessions.
+    Sessions(Vec<std::net::IpAddr>),
     /// The job failed as a whole.
     Failed(Failure),
 }
@@ -274,6 +328,11 @@ pub enum Action {
         /// The job.
         job: JobId,
     },
+    /// Read `/user/active`; report `Sessions` or `Failed`.
+    ReadSessions {
+        /// The job.
+        job: JobId,
+    },
 }
 
 /// Usage-metrics state.
@@ -319,6 +378,21 @@ pub struct Supervisor {
     /// says so.
     pending_loss: Option<String>,
     refusals: Throttle,
+    /// What may be enforced: safety rules and the entry budget.
+    policy: Policy,
+    /// [`MAX_PLANNED_CHANGES`], lowered by tests.
+    max_planned: usize,
+    /// Refused values, for logs and `/health`.
+    skips: Skips,
+    /// `/system/resource` memory (total, free), bytes, as last read.
+    memory: Option<(u64, u64)>,
+    /// When `/user/active` was last read; `None` before the first read.
+    sessions_at: Option<Instant>,
+    /// `/user/active` cannot be read (no policy): do not hold writes for it.
+    sessions_unreadable: bool,
+    /// `/system/resource` was read (or failed) at least once: a derived budget is known or
+    /// cannot be.
+    resource_seen: bool,
     metrics: Arc<Metrics>,
 }
 
@@ -336,6 +410,11 @@ impl Supervisor {
             },
             now,
         );
+        let mut policy = Policy::new(Safety::new(settings.safety.clone()), now);
+        if let MaxEntries::Fixed(n) = settings.max_entries {
+            // The cache is empty: nothing flips.
+            let _ = policy.set_limit(Some(n), &DecisionCache::new(now));
+        }
         let backoff = || match Backoff::new(Duration::from_secs(1), Duration::from_secs(60), 0.3) {
             Ok(b) => b,
             // 0 < 1 s <= 60 s and a jitter within 0..=1: these constants are valid.
@@ -372,6 +451,13 @@ impl Supervisor {
             silent_timeouts: 0,
             pending_loss: None,
             refusals: Throttle::default(),
+            policy,
+            max_planned: MAX_PLANNED_CHANGES,
+            skips: Skips::default(),
+            memory: None,
+            sessions_at: None,
+            sessions_unreadable: false,
+            resource_seen: false,
             metrics,
         }
     }
@@ -416,11 +502,14 @@ impl Supervisor {
             RouterState::Connected { job, .. } => job.as_ref().is_none_or(|j| now <= j.deadline),
             _ => false,
         };
+        let mut warnings: Vec<String> = self.rule_warnings.iter().flatten().cloned().collect();
+        warnings.extend(self.policy_warnings());
         Health {
             lapi_up,
             router_up,
             synced: self.synced_once,
-            warnings: self.rule_warnings.iter().flatten().cloned().collect(),
+            warnings,
+            skipped: self.skips.report(self.policy.budget()),
         }
     }
 
@@ -461,6 +550,12 @@ impl Supervisor {
             })
             .collect();
         m.replace_capped(metrics::DECISIONS, series, "origin", metrics::MAX_ORIGINS);
+        let budget = self.policy.budget();
+        match budget.limit() {
+            Some(limit) => m.set(metrics::ENTRY_BUDGET, &[], limit as f64),
+            None => m.replace(metrics::ENTRY_BUDGET, Vec::new()),
+        }
+        m.set(metrics::OVER_BUDGET, &[], budget.excluded() as f64);
     }
 
     // === inputs ===
@@ -471,6 +566,9 @@ impl Supervisor {
             Event::Polled(result) => self.on_polled(now, result),
             Event::UsagePushed(result) => self.on_usage_pushed(result),
             Event::Router(job, event) => self.on_router(now, job, event),
+            Event::LapiAddresses(addresses) => {
+                self.protect(now, crate::safety::Kind::Lapi, addresses);
+            }
             Event::RouterClosed(cause) => {
                 if matches!(self.router, RouterState::Connected { .. }) {
                     self.pending_loss = Some(cause);
@@ -510,7 +608,7 @@ impl Supervisor {
                 };
                 self.needs_snapshot = false;
                 self.lapi_backoff.reset();
-                self.apply(now, &batch);
+                self.apply(now, batch);
             }
             Err(failure) => {
                 self.metrics
@@ -544,53 +642,28 @@ impl Supervisor {
     }
 
     /// Applies one LAPI response to the desired state and plans what the view allows.
-    fn apply(&mut self, now: Instant, batch: &Batch) {
+    fn apply(&mut self, now: Instant, mut batch: Batch) {
+        if self.settings.ipv6_prefix < 128 {
+            let p = self.settings.ipv6_prefix;
+            batch.map_values(|v| aggregate(v, p));
+        }
+        let batch = &batch;
         let size = batch.adds().len() + batch.deletes().len();
         let plannable = match &self.router {
             RouterState::Connected { view, .. } => !matches!(view, View::Stale { .. }),
             _ => false,
         };
-        if !plannable || size > MAX_PLANNED_CHANGES {
+        if !plannable || size > self.max_planned {
             // A reconcile against the whole cache comes next anyway: skip the change-set (a 100k
             // snapshot would otherwise hold batch, change-set and cache at once).
             self.cache.apply_quiet(batch, now);
-            if size > MAX_PLANNED_CHANGES {
+            if size > self.max_planned {
                 self.invalidate_view("large update");
             }
+            self.after_quiet_apply(now);
         } else {
             let changes = self.cache.apply(batch, now);
             self.on_changes(now, &changes);
-        }
-    }
-
-    /// Desired-state changes: planned against a fresh view, remembered during a reconcile, left
-    /// to the next reconcile otherwise.
-    fn on_changes(&mut self, now: Instant, changes: &[Change]) {
-        if changes.is_empty() {
-            return;
-        }
-        let RouterState::Connected { view, .. } = &mut self.router else {
-            return;
-        };
-        match view {
-            View::Fresh => {
-                let ops = self.engine.plan_changes(changes, now);
-                self.outbox.extend(ops);
-            }
-            View::Reconciling(r) => {
-                for change in changes {
-                    if r.dirty.len() >= MAX_DIRTY {
-                        r.again = true;
-                        break;
-                    }
-                    let value = match change {
-                        Change::Added { value, .. } | Change::Removed { value } => *value,
-                        Change::ExpiryChanged { .. } => continue,
-                    };
-                    r.dirty.push(value);
-                }
-            }
-            View::Stale { .. } => {}
         }
     }
 
@@ -630,7 +703,11 @@ impl Supervisor {
 
     fn on_router(&mut self, now: Instant, job_id: JobId, event: RouterEvent) {
         match (&self.router, event) {
-            (RouterState::Connecting { job, .. }, RouterEvent::Connected) if *job == job_id => {
+            (RouterState::Connecting { job, .. }, RouterEvent::Connected { local, peer })
+                if *job == job_id =>
+            {
+                self.protect(now, crate::safety::Kind::Own, local);
+                self.protect(now, crate::safety::Kind::Router, peer);
                 self.router = RouterState::Connected {
                     since: now,
                     view: View::Stale {
@@ -707,7 +784,14 @@ impl Supervisor {
                         + PER_ROW.saturating_mul(u32::try_from(*n).unwrap_or(u32::MAX));
                 }
                 for row in rows {
-                    if let Err(e) = self.engine.reconcile_row(row, &self.cache, now) {
+                    if let Err(e) = self.engine.reconcile_row(
+                        row,
+                        &Enforced {
+                            cache: &self.cache,
+                            policy: &self.policy,
+                        },
+                        now,
+                    ) {
                         tracing::error!(cause = %e, "router print refused");
                         self.pending_loss = Some(e.to_string());
                         return;
@@ -717,12 +801,21 @@ impl Supervisor {
             RouterEvent::PrintDone => {
                 *job = None;
                 if let View::Reconciling(r) = view {
-                    let done = self.engine.finish_reconcile(&self.cache);
+                    let done = self.engine.finish_reconcile(&Enforced {
+                        cache: &self.cache,
+                        policy: &self.policy,
+                    });
                     r.deferred += done.deferred;
                     self.outbox.extend(done.ops);
                     r.phase = match (r.phase, next_family(&self.settings, r.phase)) {
                         (_, Some(f)) => {
-                            self.engine.begin_reconcile(f, &self.cache);
+                            self.engine.begin_reconcile(
+                                f,
+                                &Enforced {
+                                    cache: &self.cache,
+                                    policy: &self.policy,
+                                },
+                            );
                             Phase::Print(f)
                         }
                         (_, None) => Phase::Write,
@@ -746,6 +839,10 @@ impl Supervisor {
                     self.last_uptime = res.uptime;
                 }
                 self.rules_due = true;
+                self.resource_seen = true;
+                if let (Some(total), Some(free)) = (res.total_memory, res.free_memory) {
+                    self.on_memory(now, total, free);
+                }
             }
             RouterEvent::Rules(scans) => {
                 *job = None;
@@ -776,13 +873,25 @@ impl Supervisor {
                     JobKind::Send { .. } => {
                         tracing::debug!(cause = %f.message, "write job failed");
                     }
+                    JobKind::Sessions => {
+                        // A user without the policy to read sessions: protect nothing more, and
+                        // stop holding writes for it (docs/safety.md).
+                        self.sessions_unreadable = true;
+                        tracing::warn!(cause = %f.message, "cannot read /user/active: the addresses of admin sessions are not protected");
+                    }
                     JobKind::Resource | JobKind::Rules => {
+                        self.resource_seen = true;
                         tracing::debug!(cause = %f.message, job = kind.name(), "router read failed");
                         self.rules_due = false;
                     }
                 }
             }
-            RouterEvent::Connected | RouterEvent::ConnectFailed(_) => {}
+            RouterEvent::Sessions(addresses) => {
+                *job = None;
+                self.sessions_at = Some(now);
+                self.protect(now, crate::safety::Kind::AdminSession, addresses);
+            }
+            RouterEvent::Connected { .. } | RouterEvent::ConnectFailed(_) => {}
         }
     }
 }

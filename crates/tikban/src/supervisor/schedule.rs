@@ -7,9 +7,9 @@ use crate::engine::{Family, Op, Outcome, Tally};
 use crate::metrics;
 
 use super::{
-    Action, BACKOFF_RESET_AFTER, FailureKind, HOUSEKEEPING, Job, JobKind, MAX_SILENT_TIMEOUTS,
-    PER_OP, Phase, PollState, Reconcile, RouterState, RuleScan, SEND_CHUNK, Supervisor, TICK, View,
-    WARN_EVERY, policy_hint,
+    Action, BACKOFF_RESET_AFTER, Enforced, FailureKind, HOUSEKEEPING, Job, JobKind,
+    MAX_SILENT_TIMEOUTS, PER_OP, Phase, PollState, Reconcile, RouterState, RuleScan, SEND_CHUNK,
+    SESSIONS_FRESH, Supervisor, TICK, View, WARN_EVERY, policy_hint,
 };
 
 impl Supervisor {
@@ -150,7 +150,7 @@ impl Supervisor {
 
     /// The next job for an idle, connected router.
     fn next_router_job(&mut self, now: Instant) -> Option<Action> {
-        let synced = self.lapi.is_synced();
+        let synced = self.lapi.is_synced() && self.budget_known();
         let RouterState::Connected { view, .. } = &mut self.router else {
             return None;
         };
@@ -163,7 +163,13 @@ impl Supervisor {
                     .find(|f| self.settings.lists[f.index()].is_some())?;
                 self.metrics
                     .inc(metrics::RECONCILIATIONS, &[("reason", reason)]);
-                self.engine.begin_reconcile(first, &self.cache);
+                self.engine.begin_reconcile(
+                    first,
+                    &Enforced {
+                        cache: &self.cache,
+                        policy: &self.policy,
+                    },
+                );
                 *view = View::Reconciling(Reconcile {
                     reason,
                     started: now,
@@ -223,11 +229,21 @@ impl Supervisor {
     /// The write phase of a reconcile: removals, then missing adds in chunks, then the values
     /// that changed meanwhile; then the view is fresh.
     fn reconcile_write(&mut self, now: Instant) -> Option<Action> {
+        if self.sessions_due(now, SESSIONS_FRESH) {
+            return Some(self.read_sessions(now));
+        }
         if !self.outbox.is_empty() {
             let ops = self.take_outbox();
             return Some(self.send(now, ops));
         }
-        let ops = self.engine.plan_missing(&self.cache, now, SEND_CHUNK);
+        let ops = self.engine.plan_missing(
+            &Enforced {
+                cache: &self.cache,
+                policy: &self.policy,
+            },
+            now,
+            SEND_CHUNK,
+        );
         if !ops.is_empty() {
             return Some(self.send(now, ops));
         }
@@ -240,7 +256,14 @@ impl Supervisor {
         };
         if !r.dirty.is_empty() {
             let dirty = std::mem::take(&mut r.dirty);
-            let ops = self.engine.replan(&dirty, &self.cache, now);
+            let ops = self.engine.replan(
+                &dirty,
+                &Enforced {
+                    cache: &self.cache,
+                    policy: &self.policy,
+                },
+                now,
+            );
             if !ops.is_empty() {
                 self.outbox.extend(ops);
                 let ops = self.take_outbox();
@@ -294,6 +317,11 @@ impl Supervisor {
     /// Jobs of a fresh view: pending writes first, then reads, the lazy refresh tick, and the
     /// periodic reconcile (after the tick, so a short reconcile interval cannot starve it).
     fn fresh_job(&mut self, now: Instant) -> Option<Action> {
+        if self.outbox.iter().any(|op| matches!(op, Op::Add { .. }))
+            && self.sessions_due(now, SESSIONS_FRESH)
+        {
+            return Some(self.read_sessions(now));
+        }
         if !self.outbox.is_empty() {
             let ops = self.take_outbox();
             return Some(self.send(now, ops));
@@ -303,7 +331,13 @@ impl Supervisor {
         }
         if now >= self.tick_at {
             self.tick_at = now + TICK;
-            let ops = self.engine.plan_tick(&self.cache, now);
+            let ops = self.engine.plan_tick(
+                &Enforced {
+                    cache: &self.cache,
+                    policy: &self.policy,
+                },
+                now,
+            );
             if !ops.is_empty() {
                 self.outbox.extend(ops);
                 let ops = self.take_outbox();
@@ -342,7 +376,34 @@ impl Supervisor {
             });
             return Some(Action::ReadRules { job: id });
         }
+        if self.sessions_due(now, HOUSEKEEPING) {
+            return Some(self.read_sessions(now));
+        }
         None
+    }
+
+    /// `/user/active` is read every [`HOUSEKEEPING`], and again before new bans are written
+    /// when the last read is older than [`SESSIONS_FRESH`] (`docs/safety.md`): whoever is logged
+    /// in to the router right now is not banned by a list update.
+    fn sessions_due(&self, now: Instant, max_age: Duration) -> bool {
+        self.settings.safety.protections.admin_sessions
+            && !self.sessions_unreadable
+            && self
+                .sessions_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= max_age)
+    }
+
+    fn read_sessions(&mut self, now: Instant) -> Action {
+        // Mark the read as done now: a failure must not make it due again at once.
+        self.sessions_at = Some(now);
+        let id = self.new_job();
+        self.set_job(Job {
+            id,
+            kind: JobKind::Sessions,
+            started: now,
+            deadline: now + self.settings.command_timeout,
+        });
+        Action::ReadSessions { job: id }
     }
 
     /// Outcomes of a write job: metrics, the engine's follow-ups, and the connection's health.
@@ -385,7 +446,15 @@ impl Supervisor {
             if matches!(outcome, Outcome::Done(_)) {
                 tally.count(&op);
             }
-            let follow = self.engine.on_outcome(&op, outcome, &self.cache, now);
+            let follow = self.engine.on_outcome(
+                &op,
+                outcome,
+                &Enforced {
+                    cache: &self.cache,
+                    policy: &self.policy,
+                },
+                now,
+            );
             self.outbox.extend(follow);
         }
         if let Some(first) = first_refusal {

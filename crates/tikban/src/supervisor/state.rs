@@ -164,6 +164,8 @@ pub enum JobKind {
     Resource,
     /// The firewall rule scan.
     Rules,
+    /// `/user/active/print`.
+    Sessions,
 }
 
 impl JobKind {
@@ -174,6 +176,7 @@ impl JobKind {
             JobKind::Print { .. } => "list print",
             JobKind::Resource => "/system/resource print",
             JobKind::Rules => "firewall rule print",
+            JobKind::Sessions => "/user/active print",
         }
     }
 }

@@ -23,6 +23,9 @@ fn settings() -> Settings {
             Some("crowdsec6-banned".into()),
         ],
         comment_prefix: "tikban".into(),
+        safety: crate::safety::Settings::default(),
+        max_entries: crate::supervisor::MaxEntries::Unlimited,
+        ipv6_prefix: 128,
     }
 }
 
@@ -80,7 +83,22 @@ fn is_write(a: &Action) -> bool {
 
 /// A harness with a snapshot applied and the first sync done.
 fn synced(bans: &[(&str, i64, i64)]) -> Harness {
-    let mut h = harness();
+    synced_with(settings(), bans)
+}
+
+/// Settings without the admin-session protection: tests of other rules need not account for
+/// the `/user/active` reads it adds.
+fn quiet_settings() -> Settings {
+    let mut s = settings();
+    s.safety.protections.admin_sessions = false;
+    s
+}
+
+fn synced_with(settings: Settings, bans: &[(&str, i64, i64)]) -> Harness {
+    let now = Instant::now();
+    let sup = Supervisor::new(settings, Arc::new(Metrics::new()), 7, now);
+    let mut h = Harness::new(sup, now);
+    h.step();
     h.answer_poll(Ok(batch(true, bans)));
     assert!(matches!(
         h.sup.router_state(),
@@ -136,6 +154,19 @@ fn a_snapshot_is_synced_with_one_write_per_value() {
     let mut h = synced(&refs);
     assert_eq!(h.router.entries(Family::V4).len(), 10_000);
     assert_eq!(h.router.writes, 10_000);
+    // In chunks: never more than SEND_CHUNK ops held or sent at once.
+    let sends: Vec<usize> = h
+        .log
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { ops, .. } => Some(ops.len()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        sends.len() >= 3 && sends.iter().all(|n| *n <= SEND_CHUNK),
+        "{sends:?}"
+    );
     let health = h.sup.health(h.now);
     assert!(health.ok(), "{health:?}");
     // Nothing more to do while nothing changes: no writes over a quiet hour of polls.
@@ -253,7 +284,7 @@ fn a_reboot_is_detected_and_repaired() {
 
 #[test]
 fn an_overdue_router_job_drops_the_connection_and_health_says_so() {
-    let mut h = synced(&[]);
+    let mut h = synced_with(quiet_settings(), &[]);
     h.mode = Mode::Stalled;
     h.advance(Duration::from_secs(10));
     h.answer_poll(Ok(batch(false, &[("198.51.100.1", 1, 3600)])));
@@ -278,7 +309,7 @@ fn an_overdue_router_job_drops_the_connection_and_health_says_so() {
 
 #[test]
 fn commands_without_any_reply_drop_the_connection_after_three() {
-    let mut h = synced(&[]);
+    let mut h = synced_with(quiet_settings(), &[]);
     h.mode = Mode::Stalled;
     h.advance(Duration::from_secs(10));
     h.answer_poll(Ok(batch(false, &[("198.51.100.2", 1, 3600)])));
@@ -318,8 +349,16 @@ fn the_reconnect_backoff_resets_only_after_useful_work() {
         let Some(Action::Connect { job }) = h.log.last().cloned() else {
             panic!("{:?}", h.log.last())
         };
-        h.sup
-            .handle(h.now, Event::Router(job, RouterEvent::Connected));
+        h.sup.handle(
+            h.now,
+            Event::Router(
+                job,
+                RouterEvent::Connected {
+                    local: None,
+                    peer: None,
+                },
+            ),
+        );
         h.step(); // the reconcile's print starts ...
         let Some(Action::Print { job, .. }) = h.log.last().cloned() else {
             panic!("{:?}", h.log.last())
@@ -363,7 +402,7 @@ fn the_reconnect_backoff_resets_only_after_useful_work() {
 
 #[test]
 fn a_failed_rule_print_keeps_the_drop_counters_and_raises_no_warning() {
-    let mut h = synced(&[]);
+    let mut h = synced_with(quiet_settings(), &[]);
     let bytes = |h: &Harness| {
         h.sup
             .metrics
@@ -494,8 +533,16 @@ fn changes_during_a_reconcile_are_planned_at_its_end() {
     let Some(Action::Connect { job }) = h.log.last().cloned() else {
         panic!("{:?}", h.log.last())
     };
-    h.sup
-        .handle(h.now, Event::Router(job, RouterEvent::Connected));
+    h.sup.handle(
+        h.now,
+        Event::Router(
+            job,
+            RouterEvent::Connected {
+                local: None,
+                peer: None,
+            },
+        ),
+    );
     h.step();
     let Some(Action::Print {
         job,
@@ -565,8 +612,10 @@ fn a_hostile_print_is_cut_off_by_its_row_limit() {
 #[test]
 fn a_large_update_is_reconciled_not_planned_change_by_change() {
     let mut h = synced(&[]);
+    // The real limit is 65 536 (MAX_PLANNED_CHANGES); a smaller one keeps the test quick.
+    h.sup.max_planned = 1000;
     h.advance(Duration::from_secs(10));
-    let bans: Vec<(String, i64, i64)> = (0..(MAX_PLANNED_CHANGES as i64 + 10))
+    let bans: Vec<(String, i64, i64)> = (0..(h.sup.max_planned as i64 + 10))
         .map(|i| {
             (
                 format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
@@ -586,4 +635,283 @@ fn a_large_update_is_reconciled_not_planned_change_by_change() {
             .iter()
             .all(|a| !matches!(a, Action::Send { ops, .. } if ops.len() > SEND_CHUNK))
     );
+}
+
+// === safety and budget (issue 14) ===
+
+fn harness_with(settings: Settings) -> Harness {
+    let now = Instant::now();
+    let sup = Supervisor::new(settings, Arc::new(Metrics::new()), 7, now);
+    let mut h = Harness::new(sup, now);
+    h.step();
+    h
+}
+
+fn origin_batch(startup: bool, bans: &[(&str, i64, i64, &str)]) -> Batch {
+    let mut b = Batch::new(startup);
+    for (value, id, secs, origin) in bans {
+        b.push_add(BatchAdd {
+            value: v(value),
+            id: *id,
+            duration: GoDuration::from_secs(*secs),
+            origin: Label::new(origin),
+        });
+    }
+    b
+}
+
+fn skipped(h: &Harness, reason: &str) -> f64 {
+    h.sup
+        .metrics
+        .value(metrics::DECISIONS_SKIPPED, &[("reason", reason)])
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn allowlisted_and_too_wide_bans_never_reach_the_router() {
+    let mut s = settings();
+    s.safety.allowlist = crate::safety::AddrSet::parse("192.0.2.0/28, 2001:db8:1::/48").unwrap();
+    let mut h = harness_with(s);
+    h.answer_poll(Ok(batch(
+        true,
+        &[
+            ("192.0.2.5", 1, 3600),     // inside the allowlisted /28
+            ("192.0.2.0/24", 2, 3600),  // covers the allowlisted /28: skipped whole
+            ("0.0.0.0/0", 3, 3600),     // wider than /8
+            ("2001:db8:1::9", 4, 3600), // allowlisted IPv6
+            ("::/0", 5, 3600),          // wider than /32
+            ("198.51.100.7", 6, 3600),  // enforced
+        ],
+    )));
+    assert_eq!(listed(&h, Family::V4), ["198.51.100.7"]);
+    assert!(listed(&h, Family::V6).is_empty());
+    assert_eq!(skipped(&h, "allowlist"), 3.0);
+    assert_eq!(skipped(&h, "range-v4"), 1.0);
+    assert_eq!(skipped(&h, "range-v6"), 1.0);
+    let report = h.sup.health(h.now).skipped;
+    assert!(
+        report.recent.iter().any(|r| r == "0.0.0.0/0: range-v4"),
+        "{report:?}"
+    );
+    // A new allowlisted ban on a fresh view: skipped as well.
+    h.advance(Duration::from_secs(10));
+    h.answer_poll(Ok(batch(false, &[("192.0.2.6", 7, 3600)])));
+    assert_eq!(listed(&h, Family::V4), ["198.51.100.7"]);
+    assert_eq!(skipped(&h, "allowlist"), 4.0);
+}
+
+#[test]
+fn an_admin_session_address_is_banned_only_after_the_session_ends() {
+    let mut h = harness();
+    h.router.sessions = vec!["203.0.113.50".parse().unwrap()];
+    h.answer_poll(Ok(batch(true, &[("198.51.100.1", 1, 3600)])));
+    // The owner is logged in from 203.0.113.50: a list update banning it is not enforced.
+    h.advance(Duration::from_secs(10));
+    h.answer_poll(Ok(batch(false, &[("203.0.113.50", 2, 3600)])));
+    assert_eq!(listed(&h, Family::V4), ["198.51.100.1"]);
+    assert_eq!(skipped(&h, "admin-session"), 1.0);
+    // The session ends; the next /user/active read lifts the protection and the ban lands.
+    h.router.sessions.clear();
+    h.advance(HOUSEKEEPING + Duration::from_secs(1));
+    assert_eq!(listed(&h, Family::V4), ["198.51.100.1", "203.0.113.50"]);
+    // A new session from a banned address: its entry is removed at the next read.
+    h.router.sessions = vec!["198.51.100.1".parse().unwrap()];
+    h.advance(HOUSEKEEPING + Duration::from_secs(1));
+    assert_eq!(listed(&h, Family::V4), ["203.0.113.50"]);
+}
+
+#[test]
+fn new_bans_wait_for_a_fresh_read_of_the_admin_sessions() {
+    let mut h = synced(&[]);
+    // A session starts between two housekeeping reads ...
+    h.router.sessions = vec!["203.0.113.9".parse().unwrap()];
+    h.advance(Duration::from_secs(20));
+    let reads = h.count(|a| matches!(a, Action::ReadSessions { .. }));
+    // ... and a ban of its address arrives: the sessions are read before the write.
+    h.answer_poll(Ok(batch(false, &[("203.0.113.9", 1, 3600)])));
+    assert_eq!(
+        h.count(|a| matches!(a, Action::ReadSessions { .. })),
+        reads + 1
+    );
+    assert!(listed(&h, Family::V4).is_empty());
+}
+
+#[test]
+fn the_budget_keeps_the_highest_priority_and_a_local_ban_displaces_capi() {
+    let mut s = settings();
+    s.max_entries = MaxEntries::Fixed(1000);
+    let mut h = harness_with(s);
+    let mut bans = Vec::new();
+    let origins = ["CAPI", "lists:firehol", "cscli"];
+    let addrs: Vec<String> = (0..3000u32)
+        .map(|i| std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string())
+        .collect();
+    for (i, a) in addrs.iter().enumerate() {
+        bans.push((a.as_str(), i as i64 + 1, 3600 + i as i64, origins[i % 3]));
+    }
+    h.answer_poll(Ok(origin_batch(true, &bans)));
+    let on: std::collections::BTreeSet<String> = listed(&h, Family::V4).into_iter().collect();
+    let local: std::collections::BTreeSet<String> = addrs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 == 2)
+        .map(|(_, a)| a.clone())
+        .collect();
+    assert_eq!(on, local, "exactly the 1000 local bans");
+    assert_eq!(h.router.writes, 1000);
+    assert_eq!(h.sup.health(h.now).skipped.budget, Some((1000, 2000)));
+    // Room for one more after a local ban ends: the best blocklist ban (the longest) comes in.
+    h.advance(Duration::from_secs(10));
+    h.answer_poll(Ok(unban(&addrs[2], 3)));
+    assert!(
+        listed(&h, Family::V4).contains(&addrs[2998]),
+        "the longest blocklist ban is promoted"
+    );
+    // A new local ban when full: it displaces the weakest entry (the promoted blocklist one).
+    h.advance(Duration::from_secs(10));
+    h.answer_poll(Ok(origin_batch(
+        false,
+        &[("198.51.100.77", 9000, 600, "crowdsec")],
+    )));
+    let now_on = listed(&h, Family::V4);
+    assert_eq!(now_on.len(), 1000);
+    assert!(now_on.contains(&"198.51.100.77".to_owned()));
+    assert!(!now_on.contains(&addrs[2998]));
+}
+
+#[test]
+fn the_derived_budget_waits_for_the_router_memory() {
+    let mut s = settings();
+    s.max_entries = MaxEntries::Auto;
+    let now = Instant::now();
+    let mut h = Harness::new(Supervisor::new(s, Arc::new(Metrics::new()), 7, now), now);
+    h.router.memory = (256 << 20, 200 << 20);
+    h.step();
+    // A new connection reads /system/resource before the first reconcile writes anything.
+    h.answer_poll(Ok(batch(true, &[("198.51.100.1", 1, 3600)])));
+    let first_resource = h
+        .log
+        .iter()
+        .position(|a| matches!(a, Action::ReadResource { .. }))
+        .unwrap();
+    let first_send = h
+        .log
+        .iter()
+        .position(|a| matches!(a, Action::Send { .. }))
+        .unwrap();
+    assert!(first_resource < first_send);
+    assert_eq!(
+        h.sup.policy.budget().limit(),
+        Some(budget_for(256 << 20, 200 << 20))
+    );
+    assert_eq!(budget_for(256 << 20, 200 << 20), 67_000);
+    assert_eq!(budget_for(1 << 30, 800 << 20), 268_000);
+    assert_eq!(budget_for(16 << 20, 1 << 20), 1000, "never below 1000");
+}
+
+#[test]
+fn low_router_memory_is_a_health_warning() {
+    let mut h = synced(&[]);
+    h.router.memory = (256 << 20, 10 << 20);
+    h.advance(HOUSEKEEPING + Duration::from_secs(1));
+    let w = h.sup.health(h.now).warnings;
+    assert!(w.iter().any(|w| w.contains("memory is low")), "{w:?}");
+    assert_eq!(
+        h.sup
+            .metrics
+            .value(metrics::ROUTER_MEMORY, &[("kind", "free")]),
+        Some((10u64 << 20) as f64)
+    );
+}
+
+#[test]
+fn ipv6_bans_are_enforced_per_prefix_and_counted_by_reference() {
+    let mut s = settings();
+    s.ipv6_prefix = 64;
+    let mut h = harness_with(s);
+    h.answer_poll(Ok(batch(
+        true,
+        &[("2001:db8:5::1", 1, 3600), ("2001:db8:5::2", 2, 3600)],
+    )));
+    assert_eq!(listed(&h, Family::V6), ["2001:db8:5::/64"]);
+    h.advance(Duration::from_secs(10));
+    h.answer_poll(Ok(unban("2001:db8:5::1", 1)));
+    assert_eq!(
+        listed(&h, Family::V6),
+        ["2001:db8:5::/64"],
+        "one ban still inside"
+    );
+    h.advance(Duration::from_secs(10));
+    h.answer_poll(Ok(unban("2001:db8:5::2", 2)));
+    assert!(listed(&h, Family::V6).is_empty(), "the last one ended");
+}
+
+mod budget_model {
+    //! With a budget, the router holds exactly the top N of the desired set after every update.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn the_router_holds_the_top_n(
+            steps in proptest::collection::vec((0u32..60, 0usize..4, 600i64..100_000, any::<bool>()), 1..40),
+            limit in 1usize..30,
+        ) {
+            let origins = ["CAPI", "lists:x", "console", "cscli"];
+            let mut s = settings();
+            s.max_entries = MaxEntries::Fixed(limit);
+            let mut h = harness_with(s);
+            h.answer_poll(Ok(Batch::new(true)));
+            // value -> (class, end, id)
+            let mut desired: std::collections::BTreeMap<u32, (u8, Instant, i64)> = Default::default();
+            let mut next_id = 1i64;
+            for (host, o, secs, ban) in steps {
+                let value = std::net::Ipv4Addr::from(0x0a00_0000 + host).to_string();
+                h.advance(Duration::from_secs(10));
+                let b = if ban {
+                    // Distinct ends: the order within a class never falls to the tie-break.
+                    let secs = secs * 64 + i64::from(host);
+                    let end = h.now + Duration::from_secs(secs as u64);
+                    let class = class(origins[o]);
+                    // The cache keeps the origin of the decision that ends last.
+                    match desired.get_mut(&host) {
+                        Some(e) if end <= e.1 => {}
+                        Some(e) => *e = (class, end, next_id),
+                        None => {
+                            desired.insert(host, (class, end, next_id));
+                        }
+                    }
+                    next_id += 1;
+                    origin_batch(false, &[(&value, next_id - 1, secs, origins[o])])
+                } else {
+                    let Some((_, _, id)) = desired.remove(&host) else { continue };
+                    // Every decision of the value goes.
+                    let mut b = Batch::new(false);
+                    for i in 1..next_id {
+                        b.push_deleted(Deletion { value: v(&value), id: i });
+                    }
+                    let _ = id;
+                    b
+                };
+                h.answer_poll(Ok(b));
+                h.advance(Duration::from_secs(1));
+                let mut ranked: Vec<(u8, Instant, u32)> =
+                    desired.iter().map(|(h, (c, e, _))| (*c, *e, *h)).collect();
+                ranked.sort();
+                ranked.reverse();
+                let mut want: Vec<String> = ranked
+                    .into_iter()
+                    .take(limit)
+                    .map(|(_, _, h)| std::net::Ipv4Addr::from(0x0a00_0000 + h).to_string())
+                    .collect();
+                want.sort_by_key(|a| a.parse::<std::net::Ipv4Addr>().unwrap());
+                let mut got = listed(&h, Family::V4);
+                got.sort_by_key(|a| a.parse::<std::net::Ipv4Addr>().unwrap());
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
 }

@@ -295,6 +295,9 @@ fn tikban(p: &Params, t0: Instant) -> Harness {
             Some("crowdsec6-banned".to_owned()),
         ],
         comment_prefix: "tikban".to_owned(),
+        safety: tikban::safety::Settings::default(),
+        max_entries: tikban::supervisor::MaxEntries::Unlimited,
+        ipv6_prefix: 128,
     };
     let sup = Supervisor::new(settings, Arc::new(Metrics::new()), p.seed, t0);
     let mut h = Harness::new(sup, t0);
