@@ -85,6 +85,7 @@ mod decision;
 mod duration;
 mod http;
 mod metrics;
+mod probe;
 mod stream_parser;
 mod text;
 mod timefmt;
@@ -110,6 +111,7 @@ pub use metrics::{
     CounterDeltas, MetricItem, MetricsMeta, MetricsWindow, OsInfo, RemediationComponent,
     UsageMetrics,
 };
+pub use probe::{ProbeAnswer, ProbeError};
 pub use stream_parser::{
     DecisionStream, OversizedElement, ParseError, Section, StreamEvent, StreamParser, StreamStats,
 };

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod checks;
 pub mod config;
 pub mod daemon;
 
@@ -75,6 +76,8 @@ async fn async_main(config: config::Config) -> ExitCode {
         }
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "tikban started");
+    // The checklist, once, in its own task with its own router session: the sync does not wait.
+    checks::spawn_at_start(&config);
     let result = daemon::run(config, metrics, health, signal::shutdown()).await;
     let _ = stop_tx.send(true);
     if let Err(e) = result {

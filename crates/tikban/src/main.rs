@@ -15,8 +15,11 @@ fn main() -> ExitCode {
             "--help" | "-h" => {
                 print!("{}", help_text());
                 print!("{GUARD_HELP}");
+                print!("{}", tikban::checks::HELP);
                 ExitCode::SUCCESS
             }
+            "--healthcheck" => tikban::checks::healthcheck::main(),
+            "check" => check(args.collect()),
             "guard" => guard::main(args.collect()),
             other => {
                 eprintln!(
@@ -34,6 +37,22 @@ fn main() -> ExitCode {
         }
     };
     tikban::run(config)
+}
+
+/// `tikban check`: the daemon's configuration (exit 2 when invalid, as the daemon), then the
+/// checklist.
+fn check(args: Vec<String>) -> ExitCode {
+    if let Some(arg) = args.first() {
+        eprintln!("tikban check: unexpected argument {arg:?}; it takes none (see tikban --help)");
+        return ExitCode::from(2);
+    }
+    match Config::from_env() {
+        Ok(config) => tikban::checks::cli(config),
+        Err(e) => {
+            eprintln!("tikban: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// The `--help` lines about the offline subcommand.
