@@ -9,7 +9,7 @@ use routeros_client::{Attributes, Client, Command, ConnectError, Error as Router
 use tokio::time::Instant;
 
 use super::Mode;
-use super::clients;
+use crate::daemon::clients;
 use super::eval::{
     Access, ContainerFacts, ContainerRow, Facts, LapiFacts, LapiOutcome, LapiTls, ListCount,
     ListFacts, Owned, PolicyFacts, RouterConnect, RouterFacts, RuleFacts, RuleRow, Step, Table,

@@ -21,11 +21,6 @@ pub mod eval;
 mod gather;
 pub mod healthcheck;
 
-// The daemon's own mapping from the configuration to client settings (`daemon::clients` is
-// private to the daemon): the checks build their clients from exactly the same code.
-#[allow(clippy::duplicate_mod)]
-#[path = "../daemon/clients.rs"]
-mod clients;
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -4,7 +4,8 @@
 //! Every scheduling rule lives in the supervisor, where it is unit-tested with a hand-driven
 //! clock.
 
-mod clients;
+/// The client settings the daemon (and `tikban check`) build from the configuration.
+pub(crate) mod clients;
 mod lapi;
 mod router;
 
