@@ -3,7 +3,7 @@
 # the other. Fails if any target finds a crash, a leak or a timeout; the reproducer is left in
 # that crate's fuzz/artifacts/<target>/. The long runs and their figures are in docs/reliability.md.
 #
-#   scripts/fuzz-smoke.sh               # all six targets, 30 s each
+#   scripts/fuzz-smoke.sh               # all eight targets, 30 s each
 #   FUZZ_SECONDS=600 scripts/fuzz-smoke.sh
 #
 # Needs the nightly toolchain (rustup toolchain install nightly) and cargo-fuzz, which is
@@ -29,6 +29,8 @@ targets=(
     "crates/crowdsec-lapi go_duration"
     "crates/crowdsec-lapi canonical_value"
     "crates/tikban env_config fuzz/seeds/env_config"
+    "crates/tikban guard_parse fuzz/seeds/guard_parse"
+    "crates/tikban guard_replay fuzz/seeds/guard_replay"
 )
 
 failed=()

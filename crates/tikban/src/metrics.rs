@@ -72,6 +72,22 @@ pub const ENTRY_BUDGET: &str = "tikban_entry_budget";
 pub const OVER_BUDGET: &str = "tikban_decisions_over_budget";
 /// The router's memory.
 pub const ROUTER_MEMORY: &str = "tikban_router_memory_bytes";
+/// Guard: login events seen in the router log.
+pub const GUARD_EVENTS: &str = "tikban_guard_events_total";
+/// Guard: detections.
+pub const GUARD_DETECTIONS: &str = "tikban_guard_detections_total";
+/// Guard: bans made.
+pub const GUARD_BANS: &str = "tikban_guard_bans_total";
+/// Guard: sources tracked.
+pub const GUARD_TRACKED: &str = "tikban_guard_tracked_sources";
+/// Guard: tracked sources evicted.
+pub const GUARD_EVICTIONS: &str = "tikban_guard_evictions_total";
+/// Guard: log lines read.
+pub const GUARD_LINES: &str = "tikban_guard_log_lines_total";
+/// Guard: alerts to LAPI.
+pub const GUARD_ALERTS: &str = "tikban_guard_alerts_total";
+/// Guard: the log follower's connection.
+pub const GUARD_LOG_CONNECTED: &str = "tikban_guard_log_connected";
 /// New series refused by the per-family cap.
 pub const SERIES_DROPPED: &str = "tikban_metrics_series_dropped_total";
 
@@ -189,6 +205,54 @@ pub const FAMILIES: &[Family] = &[
         kind: Kind::Gauge,
         help: "The router's memory from /system/resource, by kind (total, free).",
         labels: &["kind"],
+    },
+    Family {
+        name: GUARD_LOG_CONNECTED,
+        kind: Kind::Gauge,
+        help: "1 while guard's log follower is connected to the router.",
+        labels: &[],
+    },
+    Family {
+        name: GUARD_LINES,
+        kind: Kind::Counter,
+        help: "Router log lines guard has read.",
+        labels: &[],
+    },
+    Family {
+        name: GUARD_EVENTS,
+        kind: Kind::Counter,
+        help: "Login events in the router log, by service (ssh, winbox, api, ...) and outcome (failure, success, denied, logout).",
+        labels: &["service", "outcome"],
+    },
+    Family {
+        name: GUARD_DETECTIONS,
+        kind: Kind::Counter,
+        help: "Sources that crossed a guard scenario's threshold.",
+        labels: &["scenario"],
+    },
+    Family {
+        name: GUARD_BANS,
+        kind: Kind::Counter,
+        help: "Local bans guard made (detections of protected addresses are not banned).",
+        labels: &["scenario"],
+    },
+    Family {
+        name: GUARD_TRACKED,
+        kind: Kind::Gauge,
+        help: "Sources guard tracks now (at most GUARD_MAX_SOURCES).",
+        labels: &[],
+    },
+    Family {
+        name: GUARD_EVICTIONS,
+        kind: Kind::Counter,
+        help: "Tracked sources replaced by a new one because the table was full.",
+        labels: &[],
+    },
+    Family {
+        name: GUARD_ALERTS,
+        kind: Kind::Counter,
+        help: "Guard's alerts to LAPI, by result (sent, failed, dropped when the queue was full).",
+        labels: &["result"],
     },
 ];
 

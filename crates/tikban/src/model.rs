@@ -325,13 +325,13 @@ impl Harness {
     fn perform(&mut self, action: Action) {
         let now = self.now;
         let reply = |job, event| Event::Router(job, event);
-        if let Action::Poll { .. } | Action::PushUsage { .. } = action {
+        if let Action::Poll { .. } | Action::PushUsage { .. } | Action::PushAlerts(_) = action {
             self.lapi.push(action);
             return;
         }
         self.log.push(action.clone());
         let event = match (&action, self.mode) {
-            (Action::Poll { .. } | Action::PushUsage { .. }, _) => None,
+            (Action::Poll { .. } | Action::PushUsage { .. } | Action::PushAlerts(_), _) => None,
             (Action::Disconnect { .. }, _) => None,
             (Action::Connect { job }, Mode::Down) => Some(reply(
                 *job,

@@ -10,8 +10,8 @@ use secrecy::{ExposeSecret, SecretString};
 use super::pem::{PemInput, PemSource};
 use super::vars::{BOOL, DURATION, default_of};
 use super::{
-    Config, ConfigError, LapiSettings, ListSettings, LogSettings, Problem, RawEnv, RouterSettings,
-    RouterTls, SafetySettings, VARS,
+    Config, ConfigError, GuardConfig, LapiSettings, ListSettings, LogSettings, Problem, RawEnv,
+    RouterSettings, RouterTls, SafetySettings, VARS,
 };
 
 /// Longest part of a value echoed in a problem, in characters; the rest becomes `…`.
@@ -692,6 +692,54 @@ impl Config {
             _ => None,
         };
 
+        // --- Guard
+        let guard_on = c.boolean(&raw.guard_enabled, "GUARD_ENABLED");
+        let mut settings = crate::guard::Settings::default();
+        for (name, value) in &raw.guard {
+            if let Err(e) = settings.set(name, value) {
+                c.problem(name, e.to_string());
+            }
+        }
+        if let Err(problems) = settings.check() {
+            for p in problems {
+                let text = p.to_string();
+                // "GUARD_LOGIN_CAPACITY: …": the variable the problem names.
+                let var = crate::guard::VARS
+                    .iter()
+                    .map(|g| g.name)
+                    .find(|n| text.starts_with(n))
+                    .unwrap_or("GUARD_ENABLED");
+                c.problem(var, text);
+            }
+        }
+        let machine = match (
+            C::value(&raw.crowdsec_machine_id),
+            raw.crowdsec_machine_password.as_ref(),
+        ) {
+            (None, None) => None,
+            (Some(id), Some(pw)) if !pw.expose_secret().is_empty() => {
+                Some((id.to_owned(), pw.clone()))
+            }
+            (Some(_), _) => {
+                c.problem(
+                    "CROWDSEC_MACHINE_PASSWORD",
+                    "is required with CROWDSEC_MACHINE_ID",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                c.problem(
+                    "CROWDSEC_MACHINE_ID",
+                    "is required with CROWDSEC_MACHINE_PASSWORD",
+                );
+                None
+            }
+        };
+        let guard = GuardConfig {
+            settings: guard_on.then_some(settings),
+            machine,
+        };
+
         if c.problems.is_empty() {
             Ok(Config {
                 lapi,
@@ -699,6 +747,7 @@ impl Config {
                 lists,
                 reconciliation_interval,
                 safety,
+                guard,
                 log: LogSettings { level, json },
                 metrics,
             })
@@ -712,7 +761,7 @@ impl Config {
                     first
                 }
             });
-            let order = |p: &Problem| VARS.iter().position(|v| v.name == p.var);
+            let order = |p: &Problem| super::all_vars().position(|v| v.name == p.var);
             c.problems.sort_by_key(order);
             Err(ConfigError {
                 problems: c.problems,

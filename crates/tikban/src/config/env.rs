@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::{Config, ConfigError, Problem, VARS, Var};
+use super::{Config, ConfigError, Problem, Var};
 
 /// The text of every known variable, as [`envy`] finds it. Empty values count as unset: RouterOS
 /// `/container/envs` entries are easy to leave empty. The secrets (`CROWDSEC_BOUNCER_API_KEY`,
@@ -57,6 +57,12 @@ pub struct RawEnv {
     pub max_range_v6: Option<String>,
     pub max_entries: Option<String>,
     pub ipv6_ban_prefix: Option<String>,
+    pub guard_enabled: Option<String>,
+    pub crowdsec_machine_id: Option<String>,
+    pub crowdsec_machine_password: Option<SecretString>,
+    /// Guard's thresholds (`crate::guard::VARS`), as given; not filled by envy.
+    #[serde(skip)]
+    pub guard: Vec<(&'static str, String)>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
     pub metrics_enabled: Option<String>,
@@ -108,11 +114,22 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         // Only known names reach envy, so unknown variables cannot fail deserialisation, and
         // every field is a string, so envy itself cannot fail on a value.
-        let raw: RawEnv = envy::from_iter(known).unwrap_or_default();
+        let (guard, known): (Vec<_>, Vec<_>) = known
+            .into_iter()
+            .partition(|(k, _)| crate::guard::VARS.iter().any(|g| g.name == k));
+        let mut raw: RawEnv = envy::from_iter(known).unwrap_or_default();
+        raw.guard = guard
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let name = crate::guard::VARS.iter().find(|g| g.name == k)?.name;
+                let v = v.trim().to_owned();
+                (!v.is_empty()).then_some((name, v))
+            })
+            .collect();
         Self::check(&raw, problems)
     }
 }
 
-fn find_var(name: &str) -> Option<&'static Var> {
-    VARS.iter().find(|v| v.name == name)
+fn find_var(name: &str) -> Option<Var> {
+    super::all_vars().find(|v| v.name == name)
 }

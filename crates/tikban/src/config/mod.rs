@@ -35,7 +35,7 @@ pub use check::{
 };
 pub use env::RawEnv;
 pub use pem::MAX_PEM_BYTES;
-pub use vars::{VARS, Var, help_text};
+pub use vars::{VARS, Var, all_vars, help_text};
 
 /// What is never banned, and how much is written (`docs/safety.md`).
 #[derive(Debug, Clone)]
@@ -46,6 +46,15 @@ pub struct SafetySettings {
     pub max_entries: crate::supervisor::MaxEntries,
     /// `IPV6_BAN_PREFIX`.
     pub ipv6_prefix: u8,
+}
+
+/// Guard's settings (`docs/guard.md`).
+#[derive(Debug, Clone)]
+pub struct GuardConfig {
+    /// The detectors' settings; `None` when `GUARD_ENABLED=false`.
+    pub settings: Option<crate::guard::Settings>,
+    /// `CROWDSEC_MACHINE_ID` and `CROWDSEC_MACHINE_PASSWORD`: guard shares its bans with LAPI.
+    pub machine: Option<(String, SecretString)>,
 }
 
 /// The validated configuration.
@@ -61,6 +70,8 @@ pub struct Config {
     pub reconciliation_interval: Duration,
     /// Safety rules, entry budget, IPv6 aggregation.
     pub safety: SafetySettings,
+    /// Guard.
+    pub guard: GuardConfig,
     /// Logging.
     pub log: LogSettings,
     /// Where `/metrics` and `/health` listen; `None` when disabled.

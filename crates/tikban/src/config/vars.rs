@@ -46,7 +46,21 @@ pub(super) const DURATION: &str = "duration such as 10s, 1m30s, 1h or 1.5h";
 pub(super) const BOOL: &str = "true or false";
 const LIST: &str = "list separated by commas or spaces";
 
-/// Every variable tikban reads, in `--help` order.
+/// Every variable tikban reads: [`VARS`], then guard's thresholds (`crate::guard::VARS`), in
+/// `--help` order. `--help`, the docs test and the parser use this.
+pub fn all_vars() -> impl Iterator<Item = Var> {
+    VARS.iter()
+        .copied()
+        .chain(crate::guard::VARS.iter().map(|g| Var {
+            name: g.name,
+            default: (!g.default.is_empty()).then_some(g.default),
+            kind: g.kind,
+            help: g.help,
+            secret: false,
+        }))
+}
+
+/// The daemon's own variables, in `--help` order ([`all_vars`] adds guard's thresholds).
 pub const VARS: &[Var] = &[
     // LAPI
     var(
@@ -304,6 +318,24 @@ pub const VARS: &[Var] = &[
         "prefix length 1..=128",
         "enforce IPv6 bans as their prefix of this length (64: one entry per /64); 128 = as given",
     ),
+    // Guard (docs/guard.md); its thresholds follow, from crate::guard::VARS
+    var(
+        "GUARD_ENABLED",
+        Some("true"),
+        BOOL,
+        "watch the router's own log for brute force against it and ban on the spot",
+    ),
+    var(
+        "CROWDSEC_MACHINE_ID",
+        None,
+        "text",
+        "a machine from `cscli machines add`: guard then shares its bans with LAPI as alerts",
+    ),
+    secret(
+        "CROWDSEC_MACHINE_PASSWORD",
+        "text",
+        "that machine's password",
+    ),
     // Logs and metrics
     var(
         "LOG_LEVEL",
@@ -353,7 +385,7 @@ pub fn help_text() -> String {
          Configuration comes only from environment variables:\n",
         env!("CARGO_PKG_VERSION")
     );
-    for v in VARS {
+    for v in all_vars() {
         out.push_str(&format!(
             "\n  {}\n      {}\n      form: {}",
             v.name, v.help, v.kind

@@ -6,6 +6,7 @@
 
 /// The client settings the daemon (and `tikban check`) build from the configuration.
 pub(crate) mod clients;
+mod guard;
 mod lapi;
 mod router;
 
@@ -102,7 +103,10 @@ impl RouterIo {
             | Action::ReadResource { job }
             | Action::ReadRules { job }
             | Action::ReadSessions { job } => *job,
-            Action::Disconnect { .. } | Action::Poll { .. } | Action::PushUsage { .. } => 0,
+            Action::Disconnect { .. }
+            | Action::Poll { .. }
+            | Action::PushUsage { .. }
+            | Action::PushAlerts(_) => 0,
         };
         if let Action::Connect { job } = action {
             self.disconnect();
@@ -144,6 +148,55 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// Guard's tasks, when it runs.
+struct GuardTasks {
+    follower: Option<JoinHandle<()>>,
+    watcher: Option<mpsc::Sender<Vec<crowdsec_lapi::Alert>>>,
+}
+
+/// Starts guard's log follower and, with machine credentials, its watcher task.
+fn start_guard(config: &Config, events: &mpsc::Sender<Event>) -> Result<GuardTasks, String> {
+    let Some(settings) = &config.guard.settings else {
+        return Ok(GuardTasks {
+            follower: None,
+            watcher: None,
+        });
+    };
+    let follower = tokio::spawn(guard::follow_log(
+        clients::router_config(config),
+        events.clone(),
+    ));
+    let watcher = match &config.guard.machine {
+        None => {
+            tracing::info!(
+                "guard bans locally only: set CROWDSEC_MACHINE_ID and CROWDSEC_MACHINE_PASSWORD to share its bans with LAPI"
+            );
+            None
+        }
+        Some((id, password)) => {
+            let mut w = crowdsec_lapi::WatcherConfig::new(config.lapi.url.clone(), id.clone(), "");
+            w.password = Some(password.clone());
+            w.ca_certs = config.lapi.ca.clone();
+            w.insecure_skip_verify = config.lapi.insecure_skip_verify;
+            w.version = env!("CARGO_PKG_VERSION").to_owned();
+            w.scenarios = crate::guard::Scenario::ALL
+                .iter()
+                .filter(|s| match s {
+                    crate::guard::Scenario::LoginBf => settings.login.enabled,
+                    crate::guard::Scenario::UserEnum => settings.user_enum.enabled,
+                    crate::guard::Scenario::PortScan => settings.portscan.enabled,
+                })
+                .map(|s| s.name().to_owned())
+                .collect();
+            Some(guard::spawn_watcher(w, events.clone())?)
+        }
+    };
+    Ok(GuardTasks {
+        follower: Some(follower),
+        watcher,
+    })
+}
+
 /// Runs the daemon until `shutdown` completes, then abandons in-flight work, sends `/quit`
 /// within 5 s, and returns. Router entries stay and expire by their own timeouts. Fails only if
 /// the LAPI client cannot be built from the (already validated) configuration.
@@ -159,6 +212,7 @@ pub async fn run(
     let resolver = lapi_host(&config.lapi.url)
         .filter(|_| config.safety.settings.protections.lapi)
         .map(|(host, port)| tokio::spawn(resolve_lapi(host, port, events_tx.clone())));
+    let guard_tasks = start_guard(&config, &events_tx)?;
     let lapi = lapi::spawn(lapi, events_tx);
     let (router_tx, mut router_rx) = mpsc::channel::<(u64, Msg)>(8);
     let settings = Settings::from_config(&config);
@@ -196,6 +250,19 @@ pub async fn run(
                 Action::PushUsage { items, window } => {
                     let payload = crate::usage::payload(items, started_unix, unix_now(), window);
                     let _ = lapi.try_send(lapi::Request::Push(payload));
+                }
+                Action::PushAlerts(alerts) => {
+                    if let Some(w) = &guard_tasks.watcher
+                        && w.try_send(alerts).is_err()
+                    {
+                        sup.handle(
+                            now,
+                            Event::AlertsPushed(Err(crate::supervisor::Failure::new(
+                                crate::supervisor::FailureKind::Timeout,
+                                "the watcher task is busy",
+                            ))),
+                        );
+                    }
                 }
                 other => io.perform(other),
             }
@@ -238,6 +305,9 @@ pub async fn run(
     }
     if let Some(r) = resolver {
         r.abort();
+    }
+    if let Some(f) = guard_tasks.follower {
+        f.abort();
     }
     if let Some(client) = io.client.take() {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, client.quit()).await;

@@ -564,6 +564,8 @@ mod model_based {
             safety: crate::safety::Settings::default(),
             max_entries: crate::supervisor::MaxEntries::Unlimited,
             ipv6_prefix: 128,
+            guard: None,
+            share: false,
         }
     }
 

@@ -49,6 +49,7 @@ use crate::engine::{Engine, EngineConfig, Family, Op, Outcome, RouterRow};
 use crate::metrics::{self, Health, Metrics};
 
 mod enforce;
+pub mod guard;
 mod policy;
 mod schedule;
 mod state;
@@ -112,6 +113,10 @@ pub struct Settings {
     pub max_entries: MaxEntries,
     /// IPv6 bans are enforced as their prefix of this length (128: as they come).
     pub ipv6_prefix: u8,
+    /// Guard's detectors; `None` when `GUARD_ENABLED=false`.
+    pub guard: Option<crate::guard::Settings>,
+    /// Guard's bans are shared with LAPI as alerts (machine credentials are set).
+    pub share: bool,
 }
 
 /// `MAX_ENTRIES`: the most router entries tikban holds across both lists.
@@ -154,6 +159,8 @@ impl Settings {
             safety: c.safety.settings.clone(),
             max_entries: c.safety.max_entries,
             ipv6_prefix: c.safety.ipv6_prefix,
+            guard: c.guard.settings.clone(),
+            share: c.guard.machine.is_some(),
         }
     }
 
@@ -246,6 +253,23 @@ pub enum Event {
     LapiAddresses(Vec<std::net::IpAddr>),
     /// The router connection ended while no job was running (a reboot, a killed session).
     RouterClosed(String),
+    /// Rows of the router's log for guard: live ones as they arrive, or the recent buffer
+    /// after the follower (re)connected (`backfill`). `now_ms` is the wall clock at arrival,
+    /// milliseconds since the Unix epoch.
+    Log {
+        /// The rows, oldest first.
+        rows: Vec<guard::LogRow>,
+        /// The recent buffer, read after a (re)connect.
+        backfill: bool,
+        /// Arrival time.
+        now_ms: u64,
+    },
+    /// The log follower's connection went up or down.
+    LogFollower(bool),
+    /// The watcher task answered [`Action::PushAlerts`].
+    AlertsPushed(Result<(), Failure>),
+    /// LAPI (1.6.6+) allowlists a source guard banned: the ban is lifted.
+    LapiAllowlisted(crowdsec_lapi::Value, String),
 }
 
 /// What a router job reports.
@@ -333,6 +357,8 @@ pub enum Action {
         /// The job.
         job: JobId,
     },
+    /// Share guard's bans with LAPI (the watcher task); report [`Event::AlertsPushed`].
+    PushAlerts(Vec<crowdsec_lapi::Alert>),
 }
 
 /// Usage-metrics state.
@@ -382,6 +408,10 @@ pub struct Supervisor {
     policy: Policy,
     /// [`MAX_PLANNED_CHANGES`], lowered by tests.
     max_planned: usize,
+    /// Guard's detectors and alert queue.
+    guard: Option<guard::GuardState>,
+    /// The log follower is connected.
+    log_up: bool,
     /// Refused values, for logs and `/health`.
     skips: Skips,
     /// `/system/resource` memory (total, free), bytes, as last read.
@@ -410,6 +440,16 @@ impl Supervisor {
             },
             now,
         );
+        let guard_state = settings.guard.clone().and_then(|g| {
+            match crate::guard::Guard::new(g, [seed, seed.rotate_left(32) ^ 0x7469_6b62_616e]) {
+                Ok(guard) => Some(guard::GuardState::new(guard, settings.share)),
+                Err(problems) => {
+                    // The configuration checked these settings already.
+                    tracing::error!(?problems, "guard settings refused; guard is off");
+                    None
+                }
+            }
+        });
         let mut policy = Policy::new(Safety::new(settings.safety.clone()), now);
         if let MaxEntries::Fixed(n) = settings.max_entries {
             // The cache is empty: nothing flips.
@@ -453,6 +493,8 @@ impl Supervisor {
             refusals: Throttle::default(),
             policy,
             max_planned: MAX_PLANNED_CHANGES,
+            guard: guard_state,
+            log_up: false,
             skips: Skips::default(),
             memory: None,
             sessions_at: None,
@@ -556,6 +598,14 @@ impl Supervisor {
             None => m.replace(metrics::ENTRY_BUDGET, Vec::new()),
         }
         m.set(metrics::OVER_BUDGET, &[], budget.excluded() as f64);
+        if self.guard.is_some() {
+            m.set(
+                metrics::GUARD_LOG_CONNECTED,
+                &[],
+                f64::from(u8::from(self.log_up)),
+            );
+        }
+        self.publish_guard();
     }
 
     // === inputs ===
@@ -566,6 +616,14 @@ impl Supervisor {
             Event::Polled(result) => self.on_polled(now, result),
             Event::UsagePushed(result) => self.on_usage_pushed(result),
             Event::Router(job, event) => self.on_router(now, job, event),
+            Event::Log {
+                rows,
+                backfill,
+                now_ms,
+            } => self.on_log(now, rows, backfill, now_ms),
+            Event::LogFollower(up) => self.log_up = up,
+            Event::AlertsPushed(result) => self.on_alerts_pushed(now, result),
+            Event::LapiAllowlisted(value, reason) => self.on_lapi_allowlisted(now, value, &reason),
             Event::LapiAddresses(addresses) => {
                 self.protect(now, crate::safety::Kind::Lapi, addresses);
             }
@@ -602,6 +660,7 @@ impl Supervisor {
                         "LAPI connected"
                     );
                 }
+                let first = !self.lapi.is_synced();
                 self.lapi = LapiState::Synced {
                     poll: next,
                     failing_since: None,
@@ -609,6 +668,11 @@ impl Supervisor {
                 self.needs_snapshot = false;
                 self.lapi_backoff.reset();
                 self.apply(now, batch);
+                if first {
+                    // A view built before the first snapshot was additive (guard's bans only):
+                    // now the whole desired state is known, compare everything.
+                    self.invalidate_view("startup");
+                }
             }
             Err(failure) => {
                 self.metrics
@@ -805,8 +869,10 @@ impl Supervisor {
                         cache: &self.cache,
                         policy: &self.policy,
                     });
-                    r.deferred += done.deferred;
-                    self.outbox.extend(done.ops);
+                    if !r.additive {
+                        r.deferred += done.deferred;
+                        self.outbox.extend(done.ops);
+                    }
                     r.phase = match (r.phase, next_family(&self.settings, r.phase)) {
                         (_, Some(f)) => {
                             self.engine.begin_reconcile(

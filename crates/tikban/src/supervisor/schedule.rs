@@ -38,6 +38,9 @@ impl Supervisor {
         if let Some(at) = self.usage.next_at {
             t = t.min(at);
         }
+        if let Some(at) = self.alert_timeout(now) {
+            t = t.min(at);
+        }
         if let Some(e) = self.cache.next_expiry() {
             // At most once a second: `expire` scans the cache.
             t = t.min(e.max(now + Duration::from_secs(1)));
@@ -59,6 +62,9 @@ impl Supervisor {
     }
 
     fn lapi_action(&mut self, now: Instant) -> Option<Action> {
+        if let Some(a) = self.alert_action(now) {
+            return Some(a);
+        }
         if let PollState::Due(at) = *self.lapi.poll()
             && now >= at
         {
@@ -150,7 +156,10 @@ impl Supervisor {
 
     /// The next job for an idle, connected router.
     fn next_router_job(&mut self, now: Instant) -> Option<Action> {
-        let synced = self.lapi.is_synced() && self.budget_known();
+        // Before the first snapshot the desired state is unknown, so nothing may be removed; but
+        // guard's bans do not need LAPI: an additive reconcile writes them (and removes nothing).
+        let additive = !self.lapi.is_synced() && self.has_local_bans();
+        let synced = (self.lapi.is_synced() || additive) && self.budget_known();
         let RouterState::Connected { view, .. } = &mut self.router else {
             return None;
         };
@@ -171,6 +180,7 @@ impl Supervisor {
                     },
                 );
                 *view = View::Reconciling(Reconcile {
+                    additive,
                     reason,
                     started: now,
                     phase: Phase::Print(first),

@@ -107,6 +107,8 @@ pub enum View {
 /// A reconcile in progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reconcile {
+    /// Before the first LAPI snapshot (guard's bans only): nothing is removed.
+    pub additive: bool,
     /// `startup`, `resync`, `periodic`, `reboot`, `large update`, ….
     pub reason: &'static str,
     /// When it started.

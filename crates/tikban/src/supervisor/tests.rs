@@ -26,6 +26,8 @@ fn settings() -> Settings {
         safety: crate::safety::Settings::default(),
         max_entries: crate::supervisor::MaxEntries::Unlimited,
         ipv6_prefix: 128,
+        guard: None,
+        share: false,
     }
 }
 
@@ -914,4 +916,221 @@ mod budget_model {
             }
         }
     }
+}
+
+// === guard (issue 13) ===
+
+fn failures(from: &str, n: u32) -> Vec<guard::LogRow> {
+    (0..n)
+        .map(|i| guard::LogRow {
+            id: None,
+            time: String::new(),
+            topics: "system,error,critical".into(),
+            message: format!("login failure for user admin{i} from {from} via ssh"),
+        })
+        .collect()
+}
+
+fn guard_settings(share: bool) -> Settings {
+    let mut s = quiet_settings();
+    s.guard = Some(crate::guard::Settings::default());
+    s.share = share;
+    s
+}
+
+const T0_MS: u64 = 1_790_000_000_000;
+
+/// Ten failed logins within two seconds, as the follower delivers them.
+fn attack(h: &mut Harness, from: &str) {
+    for (i, row) in failures(from, 10).into_iter().enumerate() {
+        let event = Event::Log {
+            rows: vec![row],
+            backfill: false,
+            now_ms: T0_MS + i as u64 * 200,
+        };
+        h.sup.handle(h.now, event);
+        h.step();
+    }
+}
+
+#[test]
+fn ten_failed_logins_in_two_seconds_are_banned_at_once() {
+    let mut h = synced_with(guard_settings(false), &[]);
+    let writes = h.count(|a| matches!(a, Action::Send { .. }));
+    attack(&mut h, "203.0.113.66");
+    assert_eq!(listed(&h, Family::V4), ["203.0.113.66"]);
+    assert_eq!(
+        h.count(|a| matches!(a, Action::Send { .. })),
+        writes + 1,
+        "one write"
+    );
+    let e = h
+        .router
+        .entries(Family::V4)
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(e.comment.as_deref(), Some("tikban guard:login-bf"));
+    let left = e.expires.unwrap() - h.now;
+    assert!(
+        left > Duration::from_secs(4 * 3600 - 5),
+        "GUARD_BAN_DURATION: {left:?}"
+    );
+    // Three failures in ten minutes: no ban.
+    for i in 0..3u64 {
+        let event = Event::Log {
+            rows: failures("198.51.100.3", 1),
+            backfill: false,
+            now_ms: T0_MS + 10_000 + i * 200_000,
+        };
+        h.sup.handle(h.now, event);
+        h.step();
+    }
+    assert_eq!(listed(&h, Family::V4), ["203.0.113.66"]);
+}
+
+#[test]
+fn guard_never_bans_a_protected_address() {
+    let mut s = guard_settings(false);
+    s.safety.allowlist = crate::safety::AddrSet::parse("192.0.2.0/24").unwrap();
+    let mut h = synced_with(s, &[]);
+    // tikban's own address, as a wrong MIKROTIK_PASS makes the router log it.
+    h.sup.protect(
+        h.now,
+        crate::safety::Kind::Own,
+        ["172.17.0.2".parse::<std::net::IpAddr>().unwrap()],
+    );
+    attack(&mut h, "172.17.0.2");
+    attack(&mut h, "192.0.2.9");
+    attack(&mut h, "127.0.0.1");
+    assert!(listed(&h, Family::V4).is_empty());
+    assert_eq!(
+        h.sup.metrics.value(
+            metrics::GUARD_BANS,
+            &[("scenario", "tikban/routeros-login-bf")]
+        ),
+        None
+    );
+}
+
+#[test]
+fn a_guard_ban_lands_while_lapi_is_down_and_survives_its_return() {
+    let now = Instant::now();
+    let sup = Supervisor::new(guard_settings(false), Arc::new(Metrics::new()), 7, now);
+    let mut h = Harness::new(sup, now);
+    // An entry of tikban's the unknown desired state might or might not want: it must stay.
+    h.router.insert(
+        Family::V4,
+        crate::model::Entry {
+            list: "crowdsec-banned".into(),
+            address: "198.51.100.200".into(),
+            expires: Some(now + Duration::from_secs(3600)),
+            comment: Some("tikban cscli".into()),
+        },
+    );
+    h.step();
+    h.answer_poll(Err(down()));
+    attack(&mut h, "203.0.113.70");
+    assert_eq!(
+        listed(&h, Family::V4),
+        ["198.51.100.200", "203.0.113.70"],
+        "additive: nothing removed"
+    );
+    // LAPI comes back with the alert's decision for the same address: still one entry, and
+    // the leftover it does not want goes now that the desired state is known.
+    while !h.lapi.iter().any(|a| matches!(a, Action::Poll { .. })) {
+        h.advance(Duration::from_secs(1));
+    }
+    let writes = h.router.ops.get("add").copied();
+    h.answer_poll(Ok(origin_batch(
+        true,
+        &[("203.0.113.70", 1, 4 * 3600, "crowdsec")],
+    )));
+    assert_eq!(listed(&h, Family::V4), ["203.0.113.70"]);
+    assert_eq!(h.router.ops.get("add").copied(), writes, "no second write");
+}
+
+#[test]
+fn a_backfill_after_a_reconnect_does_not_count_rows_twice() {
+    let mut h = synced_with(guard_settings(false), &[]);
+    let rows = |ids: std::ops::Range<u32>| -> Vec<guard::LogRow> {
+        ids.map(|i| guard::LogRow {
+            id: Some(i),
+            time: format!("12:00:{:02}", i),
+            topics: "system,error,critical".into(),
+            message: "login failure for user root from 203.0.113.80 via ssh".into(),
+        })
+        .collect()
+    };
+    // Four failures live, then the follower reconnects and re-reads them with two new ones: six
+    // failures in all, one short of a ban (capacity 5: the sixth overflows... the seventh with
+    // leaks); the re-read rows must not be counted again.
+    for r in rows(1..5) {
+        h.sup.handle(
+            h.now,
+            Event::Log {
+                rows: vec![r],
+                backfill: false,
+                now_ms: T0_MS,
+            },
+        );
+    }
+    h.sup.handle(
+        h.now,
+        Event::Log {
+            rows: rows(1..6),
+            backfill: true,
+            now_ms: T0_MS + 1000,
+        },
+    );
+    h.step();
+    assert!(listed(&h, Family::V4).is_empty(), "5 failures: not yet");
+    h.sup.handle(
+        h.now,
+        Event::Log {
+            rows: rows(6..7),
+            backfill: false,
+            now_ms: T0_MS + 1500,
+        },
+    );
+    h.step();
+    assert_eq!(
+        listed(&h, Family::V4),
+        ["203.0.113.80"],
+        "the 6th failure overflows"
+    );
+}
+
+#[test]
+fn guard_bans_are_shared_as_alerts_and_retried() {
+    let mut h = synced_with(guard_settings(true), &[]);
+    attack(&mut h, "203.0.113.90");
+    let alerts = |h: &Harness| {
+        h.lapi
+            .iter()
+            .filter(|a| matches!(a, Action::PushAlerts(_)))
+            .count()
+    };
+    assert_eq!(alerts(&h), 1);
+    let Some(Action::PushAlerts(batch)) = h
+        .lapi
+        .iter()
+        .find(|a| matches!(a, Action::PushAlerts(_)))
+        .cloned()
+    else {
+        unreachable!()
+    };
+    assert_eq!(batch[0].source.value, "203.0.113.90");
+    assert_eq!(batch[0].scenario, "tikban/routeros-login-bf");
+    // LAPI is down: the push fails and comes again later, with the same alert.
+    h.lapi.retain(|a| !matches!(a, Action::PushAlerts(_)));
+    h.sup.handle(
+        h.now,
+        Event::AlertsPushed(Err(Failure::new(FailureKind::Timeout, "down"))),
+    );
+    h.step();
+    assert_eq!(alerts(&h), 0, "not at once");
+    h.advance(Duration::from_secs(30));
+    assert_eq!(alerts(&h), 1, "retried");
 }

@@ -298,6 +298,8 @@ fn tikban(p: &Params, t0: Instant) -> Harness {
         safety: tikban::safety::Settings::default(),
         max_entries: tikban::supervisor::MaxEntries::Unlimited,
         ipv6_prefix: 128,
+        guard: None,
+        share: false,
     };
     let sup = Supervisor::new(settings, Arc::new(Metrics::new()), p.seed, t0);
     let mut h = Harness::new(sup, t0);
