@@ -9,13 +9,13 @@ use routeros_client::{Attributes, Client, Command, ConnectError, Error as Router
 use tokio::time::Instant;
 
 use super::Mode;
-use crate::daemon::clients;
 use super::eval::{
     Access, ContainerFacts, ContainerRow, Facts, LapiFacts, LapiOutcome, LapiTls, ListCount,
     ListFacts, Owned, PolicyFacts, RouterConnect, RouterFacts, RuleFacts, RuleRow, Step, Table,
     WriteProbe, safe,
 };
 use crate::config::Config;
+use crate::daemon::clients;
 
 /// The scratch list of the write probe, never one tikban manages.
 pub const PROBE_LIST: &str = "tikban-check";

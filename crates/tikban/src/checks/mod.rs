@@ -21,7 +21,6 @@ pub mod eval;
 mod gather;
 pub mod healthcheck;
 
-
 use std::process::ExitCode;
 use std::time::Duration;
 
