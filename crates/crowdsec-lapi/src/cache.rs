@@ -21,7 +21,6 @@
 //! the extra ids in a side table.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry as MapEntry;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -32,6 +31,7 @@ use crate::batch::BatchAdd;
 use crate::decision::Deletion;
 use crate::decision::Label;
 use crate::duration::GoDuration;
+use crate::table::U32Table;
 use crate::value::Value;
 
 /// One net change of the desired state.
@@ -74,6 +74,35 @@ struct Slot {
     origin: u16,
     /// More than one decision holds the value: all of them are in `DecisionCache::multi`.
     multi: bool,
+}
+
+/// An IPv4 host's slot in the compact table: 12 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct V4Slot {
+    /// The decision id, when it fits (`wide` otherwise: the id is in `DecisionCache::wide`).
+    id: u32,
+    expires: u32,
+    origin: u16,
+    multi: bool,
+    wide: bool,
+}
+
+/// Heap bytes of a [`DecisionCache`], by part.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeapBytes {
+    /// The compact table of IPv4 hosts.
+    pub v4: usize,
+    /// IPv6 values and networks.
+    pub other: usize,
+    /// Values held by several decisions.
+    pub multi: usize,
+}
+
+impl HeapBytes {
+    /// The sum.
+    pub fn total(&self) -> usize {
+        self.v4 + self.other + self.multi
+    }
 }
 
 /// One decision holding a value (used only for values with several).
@@ -119,7 +148,10 @@ pub struct ActiveCount {
 #[derive(Debug)]
 pub struct DecisionCache {
     epoch: Instant,
-    v4: HashMap<Ipv4Addr, Slot>,
+    /// IPv4 hosts, the bulk: 12-byte slots in a compact table (`table.rs`).
+    v4: U32Table<V4Slot>,
+    /// Decision ids of IPv4 slots that do not fit a `u32` (guard's negative ids, …): rare.
+    wide: HashMap<u32, i64>,
     other: HashMap<Value, Slot>,
     multi: HashMap<Value, Vec<Holder>>,
     origins: Vec<Label>,
@@ -136,7 +168,8 @@ impl DecisionCache {
     pub fn new(now: Instant) -> Self {
         DecisionCache {
             epoch: now,
-            v4: HashMap::new(),
+            v4: U32Table::default(),
+            wide: HashMap::new(),
             other: HashMap::new(),
             multi: HashMap::new(),
             origins: vec![Label::new("")],
@@ -186,7 +219,7 @@ impl DecisionCache {
         let v4 = self
             .v4
             .iter()
-            .map(|(a, s)| (Value::from_ip((*a).into()), *s));
+            .map(|(a, s)| (Value::from_ip(Ipv4Addr::from(a).into()), self.widen(a, *s)));
         let other = self.other.iter().map(|(v, s)| (*v, *s));
         v4.chain(other)
             .map(|(v, s)| (v, self.instant(s.expires), self.label(s.origin)))
@@ -195,7 +228,7 @@ impl DecisionCache {
     /// Values per origin and family (`active_decisions` gauge of usage metrics).
     pub fn active_counts(&self) -> Vec<ActiveCount> {
         let mut counts: HashMap<(u16, bool), u64> = HashMap::new();
-        for s in self.v4.values() {
+        for (_, s) in self.v4.iter() {
             *counts.entry((s.origin, false)).or_default() += 1;
         }
         for (v, s) in &self.other {
@@ -233,7 +266,7 @@ impl DecisionCache {
             let Some(prev) = before.remove(&value) else {
                 continue;
             };
-            let now_slot = self.slot(&value).copied();
+            let now_slot = self.slot(&value);
             match (prev, now_slot) {
                 (None, Some(s)) => changes.push(Change::Added {
                     value,
@@ -277,17 +310,99 @@ impl DecisionCache {
                 continue; // already over (1.6.3+ prints "0s" for < 0.5 s left)
             }
             touch(self, a.value);
-            let expires = expires_secs(now_ns, a.duration);
-            let origin = self.origin_id(&a.origin);
-            self.add_holder(
-                a.value,
-                Holder {
-                    id: a.id,
-                    expires,
-                    origin,
-                },
-            );
-            self.deadline = Some(self.deadline.map_or(expires, |d| d.min(expires)));
+            self.insert_at(now_ns, a.value, a.id, a.duration, &a.origin);
+        }
+    }
+
+    /// Adds one decision, as [`apply_quiet`](Self::apply_quiet) would: for a snapshot streamed
+    /// straight into a fresh cache, with no [`Batch`] in between (`docs/benchmarks.md`, "Memory
+    /// at scale"). A decision already over is ignored.
+    pub fn insert(
+        &mut self,
+        value: Value,
+        id: i64,
+        duration: GoDuration,
+        origin: &Label,
+        now: Instant,
+    ) {
+        if duration.as_nanos() <= 0 {
+            return;
+        }
+        let now_ns = now.saturating_duration_since(self.epoch).as_nanos();
+        self.insert_at(now_ns, value, id, duration, origin);
+    }
+
+    fn insert_at(
+        &mut self,
+        now_ns: u128,
+        value: Value,
+        id: i64,
+        duration: GoDuration,
+        origin: &Label,
+    ) {
+        let expires = expires_secs(now_ns, duration);
+        let origin = self.origin_id(origin);
+        self.add_holder(
+            value,
+            Holder {
+                id,
+                expires,
+                origin,
+            },
+        );
+        self.deadline = Some(self.deadline.map_or(expires, |d| d.min(expires)));
+    }
+
+    /// Moves every value that is not an IPv4 host to `f(value)`, merging holders that meet (IPv6
+    /// bans enforced per prefix: two hosts of one `/64` become one value held by both
+    /// decisions). IPv4 hosts are never moved. For a snapshot that was streamed in as it came.
+    pub fn remap_others(&mut self, f: impl Fn(Value) -> Value) {
+        let moved: Vec<Value> = self
+            .other
+            .keys()
+            .filter(|v| f(**v) != **v)
+            .copied()
+            .collect();
+        for value in moved {
+            let Some(slot) = self.other.remove(&value) else {
+                continue;
+            };
+            let holders = if slot.multi {
+                self.multi.remove(&value).unwrap_or_default()
+            } else {
+                vec![Holder {
+                    id: slot.id,
+                    expires: slot.expires,
+                    origin: slot.origin,
+                }]
+            };
+            let to = f(value);
+            for h in holders {
+                self.add_holder(to, h);
+            }
+        }
+    }
+
+    /// Adds every decision of `other` (e.g. guard's bans held before the first snapshot arrived
+    /// in a fresh cache). Meant for a small `other`.
+    pub fn absorb(&mut self, other: &DecisionCache, now: Instant) {
+        for (value, _, _) in other.iter() {
+            let holders: Vec<Holder> = match other.slot(&value) {
+                Some(s) if s.multi => other.multi.get(&value).cloned().unwrap_or_default(),
+                Some(s) => vec![Holder {
+                    id: s.id,
+                    expires: s.expires,
+                    origin: s.origin,
+                }],
+                None => Vec::new(),
+            };
+            for h in holders {
+                let end = other.instant(h.expires);
+                let left = end.saturating_duration_since(now);
+                let nanos = i64::try_from(left.as_nanos()).unwrap_or(i64::MAX);
+                let origin = other.label(h.origin).clone();
+                self.insert(value, h.id, GoDuration::from_nanos(nanos), &origin, now);
+            }
         }
     }
 
@@ -304,24 +419,30 @@ impl DecisionCache {
         let mut earliest: Option<u32> = None;
         let mut note = |e: u32| earliest = Some(earliest.map_or(e, |x: u32| x.min(e)));
         let mut multi_values = Vec::new();
+        let mut gone_wide = Vec::new();
         self.v4.retain(|a, s| {
+            let value = Value::from_ip(Ipv4Addr::from(a).into());
             if s.expires <= now_s {
-                changes.push(Change::Removed {
-                    value: Value::from_ip((*a).into()),
-                });
+                changes.push(Change::Removed { value });
                 if s.multi {
-                    multi_values.push(Value::from_ip((*a).into()));
+                    multi_values.push(value);
+                }
+                if s.wide {
+                    gone_wide.push(a);
                 }
                 false
             } else {
                 if s.multi {
-                    multi_values.push(Value::from_ip((*a).into()));
+                    multi_values.push(value);
                 } else {
                     note(s.expires);
                 }
                 true
             }
         });
+        for a in gone_wide {
+            self.wide.remove(&a);
+        }
         self.other.retain(|v, s| {
             if s.multi {
                 multi_values.push(*v);
@@ -354,14 +475,15 @@ impl DecisionCache {
             if list.len() == 1 {
                 let h = list[0];
                 self.multi.remove(&v);
-                if let Some(s) = self.slot_mut(&v) {
-                    *s = Slot {
+                self.put_slot(
+                    v,
+                    Slot {
                         id: h.id,
                         expires: h.expires,
                         origin: h.origin,
                         multi: false,
-                    };
-                }
+                    },
+                );
             }
         }
         self.deadline = earliest;
@@ -397,17 +519,96 @@ impl DecisionCache {
         }
     }
 
-    fn slot(&self, v: &Value) -> Option<&Slot> {
-        match v.as_v4_host() {
-            Some(a) => self.v4.get(&a),
-            None => self.other.get(v),
+    /// A compact IPv4 slot as a [`Slot`].
+    fn widen(&self, addr: u32, s: V4Slot) -> Slot {
+        let id = if s.wide {
+            self.wide.get(&addr).copied().unwrap_or(0)
+        } else {
+            i64::from(s.id)
+        };
+        Slot {
+            id,
+            expires: s.expires,
+            origin: s.origin,
+            multi: s.multi,
         }
     }
 
-    fn slot_mut(&mut self, v: &Value) -> Option<&mut Slot> {
+    fn slot(&self, v: &Value) -> Option<Slot> {
         match v.as_v4_host() {
-            Some(a) => self.v4.get_mut(&a),
-            None => self.other.get_mut(v),
+            Some(a) => {
+                let a = u32::from(a);
+                self.v4.get(a).map(|s| self.widen(a, *s))
+            }
+            None => self.other.get(v).copied(),
+        }
+    }
+
+    /// Inserts or replaces the slot of `v`.
+    fn put_slot(&mut self, v: Value, s: Slot) {
+        match v.as_v4_host() {
+            Some(a) => {
+                let a = u32::from(a);
+                let (id, wide) = match u32::try_from(s.id) {
+                    Ok(id) => (id, false),
+                    Err(_) => (0, true),
+                };
+                if wide {
+                    self.wide.insert(a, s.id);
+                } else {
+                    self.wide.remove(&a);
+                }
+                self.v4.insert(
+                    a,
+                    V4Slot {
+                        id,
+                        expires: s.expires,
+                        origin: s.origin,
+                        multi: s.multi,
+                        wide,
+                    },
+                );
+            }
+            None => {
+                self.other.insert(v, s);
+            }
+        }
+    }
+
+    fn drop_slot(&mut self, v: &Value) {
+        match v.as_v4_host() {
+            Some(a) => {
+                let a = u32::from(a);
+                if self.v4.remove(a).is_some_and(|s| s.wide) {
+                    self.wide.remove(&a);
+                }
+            }
+            None => {
+                self.other.remove(v);
+            }
+        }
+    }
+
+    /// Makes room for `additional` more values without a resize (a snapshot whose size is
+    /// known, roughly, from its `Content-Length`).
+    pub fn reserve(&mut self, additional: usize) {
+        self.v4.reserve(additional);
+    }
+
+    /// Heap bytes of the cache's structures, by part (`docs/benchmarks.md`).
+    pub fn heap_bytes(&self) -> HeapBytes {
+        let map = |n: usize, entry: usize| n * (entry + 1) * 8 / 7;
+        HeapBytes {
+            v4: self.v4.heap_bytes(),
+            other: map(self.other.capacity(), std::mem::size_of::<(Value, Slot)>()),
+            multi: map(
+                self.multi.capacity(),
+                std::mem::size_of::<(Value, Vec<Holder>)>(),
+            ) + self
+                .multi
+                .values()
+                .map(|l| l.capacity() * std::mem::size_of::<Holder>())
+                .sum::<usize>(),
         }
     }
 
@@ -418,21 +619,9 @@ impl DecisionCache {
             origin: h.origin,
             multi: false,
         };
-        let slot = match value.as_v4_host() {
-            Some(a) => match self.v4.entry(a) {
-                MapEntry::Vacant(e) => {
-                    e.insert(new_slot);
-                    return;
-                }
-                MapEntry::Occupied(e) => e.into_mut(),
-            },
-            None => match self.other.entry(value) {
-                MapEntry::Vacant(e) => {
-                    e.insert(new_slot);
-                    return;
-                }
-                MapEntry::Occupied(e) => e.into_mut(),
-            },
+        let Some(mut slot) = self.slot(&value) else {
+            self.put_slot(value, new_slot);
+            return;
         };
         if !slot.multi {
             if slot.id == h.id {
@@ -440,6 +629,7 @@ impl DecisionCache {
                 if h.expires > slot.expires {
                     slot.expires = h.expires;
                     slot.origin = h.origin;
+                    self.put_slot(value, slot);
                 }
                 return;
             }
@@ -449,7 +639,6 @@ impl DecisionCache {
                 origin: slot.origin,
             };
             self.multi.insert(value, vec![old, h]);
-            slot.multi = true;
         } else {
             let list = self.multi.entry(value).or_default();
             match list.iter_mut().find(|x| x.id == h.id) {
@@ -457,28 +646,24 @@ impl DecisionCache {
                 None => list.push(h),
             }
         }
-        if let Some(list) = self.multi.get(&value) {
-            if let Some(best) = latest(list) {
-                *slot = Slot {
-                    id: best.id,
-                    expires: best.expires,
-                    origin: best.origin,
-                    multi: true,
-                };
-            }
+        if let Some(best) = self.multi.get(&value).and_then(|l| latest(l)) {
+            slot = Slot {
+                id: best.id,
+                expires: best.expires,
+                origin: best.origin,
+                multi: true,
+            };
         }
+        self.put_slot(value, slot);
     }
 
     fn remove_holder(&mut self, value: &Value, id: i64) {
-        let Some(slot) = self.slot(value).copied() else {
+        let Some(slot) = self.slot(value) else {
             return;
         };
         if !slot.multi {
             if slot.id == id {
-                match value.as_v4_host() {
-                    Some(a) => self.v4.remove(&a),
-                    None => self.other.remove(value),
-                };
+                self.drop_slot(value);
             }
             return; // another decision holds the value: a deleted id must not unban it
         }
@@ -508,17 +693,8 @@ impl DecisionCache {
             self.multi.remove(value);
         }
         match remaining {
-            Some(s) => {
-                if let Some(slot) = self.slot_mut(value) {
-                    *slot = s;
-                }
-            }
-            None => {
-                match value.as_v4_host() {
-                    Some(a) => self.v4.remove(&a),
-                    None => self.other.remove(value),
-                };
-            }
+            Some(s) => self.put_slot(*value, s),
+            None => self.drop_slot(value),
         }
     }
 }
@@ -852,9 +1028,30 @@ mod tests {
     }
 
     #[test]
-    fn slot_is_16_bytes() {
+    fn slots_are_small() {
         assert_eq!(std::mem::size_of::<Slot>(), 16);
-        assert_eq!(std::mem::size_of::<(Ipv4Addr, Slot)>(), 24);
+        assert_eq!(std::mem::size_of::<V4Slot>(), 12);
+    }
+
+    #[test]
+    fn ids_beyond_u32_and_negative_ids_survive_the_compact_table() {
+        let t0 = Instant::now();
+        let mut c = DecisionCache::new(t0);
+        let mut b = Batch::new(false);
+        add(&mut b, "192.0.2.1", -5, 100, "guard:login-bf");
+        add(&mut b, "192.0.2.2", 1 << 40, 100, "cscli");
+        c.apply(&b, t0);
+        let mut d = Batch::new(false);
+        del(&mut d, "192.0.2.1", 5);
+        del(&mut d, "192.0.2.2", 0);
+        c.apply(&d, t0);
+        assert_eq!(c.len(), 2, "deletes of other ids change nothing");
+        let mut d = Batch::new(false);
+        del(&mut d, "192.0.2.1", -5);
+        del(&mut d, "192.0.2.2", 1 << 40);
+        c.apply(&d, t0);
+        assert!(c.is_empty());
+        assert!(c.wide.is_empty());
     }
 
     #[derive(Debug, Clone)]

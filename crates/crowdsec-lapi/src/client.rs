@@ -4,6 +4,7 @@
 //! `POST /v1/usage-metrics`. Never `HEAD` on the stream (1.4.6 advances the cursor and the delta is
 //! lost) and never live `GET /v1/decisions` with the stream key (it moves the same cursor).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use hyper::client::conn::http1::SendRequest;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::batch::Batch;
+use crate::cache::DecisionCache;
 use crate::config::{ConfigError, LapiConfig};
 use crate::decision::Interner;
 use crate::http::{
@@ -309,6 +311,84 @@ impl LapiClient {
         Ok(batch)
     }
 
+    /// A `startup=true` snapshot streamed straight into a fresh [`DecisionCache`], with no
+    /// [`Batch`] in between: the cold start of a large decision set holds only the cache
+    /// (`docs/benchmarks.md`, "Memory at scale"). The cache is sized once, from `Content-Length`
+    /// and the size of the first decisions, so it does not grow while it fills. `deleted`
+    /// elements are counted and ignored (a snapshot's deleted decisions ended before it and are
+    /// not in a fresh cache). Same deadline, caps and cursor rules as [`poll`](Self::poll); a
+    /// failed snapshot leaves nothing behind.
+    pub async fn poll_snapshot(
+        &mut self,
+        deadline: tokio::time::Instant,
+    ) -> Result<(DecisionCache, StreamStats), LapiError> {
+        self.needs_startup = true;
+        let started = tokio::time::Instant::now();
+        let result = match tokio::time::timeout_at(deadline, self.poll_into_cache()).await {
+            Ok(result) => result?,
+            Err(_) => {
+                self.conn = None;
+                return Err(LapiError::Deadline {
+                    after: deadline.saturating_duration_since(started),
+                });
+            }
+        };
+        self.needs_startup = false;
+        Ok(result)
+    }
+
+    async fn poll_into_cache(&mut self) -> Result<(DecisionCache, StreamStats), LapiError> {
+        let (mut body, sender, length) = self.stream_request_sized(true).await?;
+        let parser = self.parser();
+        let request_timeout = self.ep.request_timeout;
+        let LapiClient {
+            interner,
+            labels,
+            types,
+            ..
+        } = self;
+        let now = std::time::Instant::now();
+        let mut cache = DecisionCache::new(now);
+        let read = AtomicU64::new(0);
+        let mut added = 0u64;
+        let mut sized = false;
+        let mut sink = |ev| {
+            let StreamEvent::New(d) = ev else { return };
+            if !types.is_empty()
+                && !types
+                    .iter()
+                    .any(|t| d.kind.as_str().eq_ignore_ascii_case(t))
+            {
+                return;
+            }
+            let origin = d.origin_label(labels);
+            cache.insert(d.value, d.id, d.duration, &origin, now);
+            added += 1;
+            // Once 512 decisions and 64 KiB are in, size the rest of the body from them, once.
+            let so_far = read.load(Ordering::Relaxed);
+            if !sized && added >= 512 && so_far >= 64 * 1024 {
+                sized = true;
+                if let Some(total) = length {
+                    let expected = u128::from(total) * u128::from(added) / u128::from(so_far);
+                    let expected = usize::try_from(expected * 105 / 100).unwrap_or(usize::MAX);
+                    let more = expected.saturating_sub(cache.len()).min(4_000_000);
+                    cache.reserve(more);
+                }
+            }
+        };
+        let stats = read_stream_with(
+            &mut body,
+            parser,
+            request_timeout,
+            interner,
+            &mut sink,
+            &read,
+        )
+        .await?;
+        self.conn = Some(sender);
+        Ok((cache, stats))
+    }
+
     async fn poll_batch(&mut self, startup: bool) -> Result<Batch, LapiError> {
         let (mut body, sender) = self.stream_request(startup).await?;
         let parser = self.parser();
@@ -377,6 +457,15 @@ impl LapiClient {
         &mut self,
         startup: bool,
     ) -> Result<(hyper::body::Incoming, SendRequest<Full<Bytes>>), LapiError> {
+        let (body, sender, _) = self.stream_request_sized(startup).await?;
+        Ok((body, sender))
+    }
+
+    /// [`stream_request`](Self::stream_request), with the `Content-Length` when LAPI sent one.
+    async fn stream_request_sized(
+        &mut self,
+        startup: bool,
+    ) -> Result<(hyper::body::Incoming, SendRequest<Full<Bytes>>, Option<u64>), LapiError> {
         let path = format!(
             "{}/v1/decisions/stream?{}{}",
             self.ep.base_path,
@@ -409,7 +498,7 @@ impl LapiClient {
                 max: self.max_body,
             }));
         }
-        Ok((body, sender))
+        Ok((body, sender, length))
     }
 
     /// `GET /health` (no auth, leaves the stream cursor alone): `Ok` on 200.
@@ -534,6 +623,18 @@ async fn read_stream(
     interner: &mut Interner,
     sink: &mut impl FnMut(StreamEvent),
 ) -> Result<StreamStats, LapiError> {
+    read_stream_with(body, parser, gap, interner, sink, &AtomicU64::new(0)).await
+}
+
+/// [`read_stream`], keeping `read` at the body bytes received so far (for the sink).
+async fn read_stream_with(
+    body: &mut hyper::body::Incoming,
+    parser: StreamParser,
+    gap: Duration,
+    interner: &mut Interner,
+    sink: &mut impl FnMut(StreamEvent),
+    read: &AtomicU64,
+) -> Result<StreamStats, LapiError> {
     let mut stream = DecisionStream::with_parser(parser, interner);
     loop {
         let frame = match tokio::time::timeout(gap, body.frame()).await {
@@ -547,6 +648,7 @@ async fn read_stream(
             Ok(Some(f)) => f?,
         };
         if let Ok(data) = frame.into_data() {
+            read.fetch_add(data.len() as u64, Ordering::Relaxed);
             stream.feed(&data, sink)?;
         }
     }

@@ -87,6 +87,7 @@ mod http;
 mod metrics;
 mod probe;
 mod stream_parser;
+mod table;
 mod text;
 mod timefmt;
 mod value;
@@ -102,7 +103,7 @@ pub use alert::{
 };
 pub use alert_queue::{AlertQueue, QueueStats};
 pub use batch::{Batch, BatchAdd};
-pub use cache::{ActiveCount, Change, ChangeSet, DecisionCache};
+pub use cache::{ActiveCount, Change, ChangeSet, DecisionCache, HeapBytes};
 pub use client::{LapiClient, LapiError, MetricsOutcome};
 pub use config::{ClientCert, ConfigError, LapiConfig};
 pub use decision::{Decision, Deletion, ElementError, Interner, Label};
@@ -115,6 +116,7 @@ pub use probe::{ProbeAnswer, ProbeError};
 pub use stream_parser::{
     DecisionStream, OversizedElement, ParseError, Section, StreamEvent, StreamParser, StreamStats,
 };
+pub use table::U32Table;
 pub use text::redact_url;
 pub use value::{Value, ValueError};
 pub use watcher::{AllowlistAnswer, Watcher, WatcherConfig, WatcherConfigError, WatcherError};

@@ -464,8 +464,17 @@ impl Harness {
             .iter()
             .position(|a| matches!(a, Action::Poll { .. }))
             .unwrap_or_else(|| panic!("no poll in flight: {:?}", self.lapi));
-        self.lapi.remove(i);
-        self.sup.handle(self.now, Event::Polled(result));
+        let poll = self.lapi.remove(i);
+        let event = match (poll, result) {
+            // The real LAPI task streams a fresh snapshot into a new cache: do the same.
+            (Action::Poll { fresh: true, .. }, Ok(batch)) => {
+                let mut cache = crowdsec_lapi::DecisionCache::new(self.now);
+                cache.apply_quiet(&batch, self.now);
+                Event::Snapshot(Ok((Box::new(cache), batch.stats())))
+            }
+            (_, result) => Event::Polled(result),
+        };
+        self.sup.handle(self.now, event);
         self.step();
     }
 

@@ -18,6 +18,8 @@ pub enum Request {
     Poll {
         /// Ask for a snapshot.
         startup: bool,
+        /// Stream the snapshot into a fresh cache.
+        fresh: bool,
         /// Overall deadline.
         deadline: Instant,
     },
@@ -39,20 +41,30 @@ async fn run(
 ) {
     while let Some(request) = requests.recv().await {
         let event = match request {
-            Request::Poll { startup, deadline } => {
+            Request::Poll {
+                fresh: true,
+                deadline,
+                ..
+            } => {
+                let budget = deadline.saturating_duration_since(Instant::now());
+                let result = client
+                    .poll_snapshot(deadline.into())
+                    .await
+                    .map(|(cache, stats)| (Box::new(cache), stats))
+                    .map_err(|e| poll_failure(e, budget));
+                Event::Snapshot(result)
+            }
+            Request::Poll {
+                startup, deadline, ..
+            } => {
                 if startup {
                     client.force_startup();
                 }
                 let budget = deadline.saturating_duration_since(Instant::now());
-                let result = client.poll(deadline.into()).await.map_err(|e| match e {
-                    LapiError::Timeout { .. } => Failure::new(
-                        FailureKind::Timeout,
-                        format!(
-                            "no complete response within {budget:?} (CROWDSEC_POLL_TIMEOUT): {e}"
-                        ),
-                    ),
-                    e => failure(&e),
-                });
+                let result = client
+                    .poll(deadline.into())
+                    .await
+                    .map_err(|e| poll_failure(e, budget));
                 Event::Polled(result)
             }
             Request::Push(payload) => {
@@ -72,6 +84,16 @@ async fn run(
         if events.send(event).await.is_err() {
             return;
         }
+    }
+}
+
+fn poll_failure(e: LapiError, budget: std::time::Duration) -> Failure {
+    match e {
+        LapiError::Timeout { .. } | LapiError::Deadline { .. } => Failure::new(
+            FailureKind::Timeout,
+            format!("no complete response within {budget:?} (CROWDSEC_POLL_TIMEOUT): {e}"),
+        ),
+        e => failure(&e),
     }
 }
 

@@ -244,8 +244,16 @@ pub async fn run(
         while let Some(action) = sup.poll_action(now) {
             gauges_stale = true;
             match action {
-                Action::Poll { startup, deadline } => {
-                    let _ = lapi.try_send(lapi::Request::Poll { startup, deadline });
+                Action::Poll {
+                    startup,
+                    deadline,
+                    fresh,
+                } => {
+                    let _ = lapi.try_send(lapi::Request::Poll {
+                        startup,
+                        deadline,
+                        fresh,
+                    });
                 }
                 Action::PushUsage { items, window } => {
                     let payload = crate::usage::payload(items, started_unix, unix_now(), window);

@@ -29,13 +29,14 @@
 //! - **Orphans** (second copies of an entry, owned rows whose address does not parse) are
 //!   removed by id; their outcome never touches the state of the value they resemble.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use crowdsec_lapi::{DecisionCache, Label, Value};
 
+mod held;
 mod plan;
 pub mod reconcile;
 #[cfg(test)]
@@ -271,8 +272,9 @@ pub struct EngineConfig {
     pub max_removals: usize,
 }
 
-/// What the engine believes about one router entry. 12 bytes (32 with its key in the map).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the engine believes about one router entry. 12 bytes (16 with its key in the compact
+/// table of IPv4 hosts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Held {
     /// Router id; `None` while an add is in flight or after an adoption failed.
     id: Option<RouterId>,
@@ -369,7 +371,7 @@ impl std::fmt::Display for Tally {
 pub struct Engine {
     config: EngineConfig,
     epoch: Instant,
-    held: [HashMap<Value, Held>; 2],
+    held: [held::HeldMap; 2],
     /// Values whose last command failed with a trap: planned again on the next tick.
     retry: HashSet<Value>,
     /// A reconcile in progress.
@@ -449,7 +451,7 @@ impl Engine {
         Engine {
             config,
             epoch: now,
-            held: [HashMap::new(), HashMap::new()],
+            held: [held::HeldMap::default(), held::HeldMap::default()],
             retry: HashSet::new(),
             building: None,
             missing: [Missing::default(), Missing::default()],
@@ -479,6 +481,19 @@ impl Engine {
     #[doc(hidden)]
     pub fn set_row_slack(&mut self, slack: usize) {
         self.config.row_slack = slack;
+    }
+
+    /// Heap bytes of the router view and the queue of missing values (`docs/benchmarks.md`).
+    pub fn heap_bytes(&self) -> usize {
+        self.held
+            .iter()
+            .map(held::HeldMap::heap_bytes)
+            .sum::<usize>()
+            + self
+                .missing
+                .iter()
+                .map(|m| m.v4.capacity() * 4 + m.other.capacity() * std::mem::size_of::<Value>())
+                .sum::<usize>()
     }
 
     /// Adds still to plan after the last reconcile, over both families.

@@ -88,7 +88,7 @@ impl Engine {
             let due: Vec<(Value, RouterId, u32)> = self.held[family.index()]
                 .iter()
                 .filter(|(_, h)| h.owned && !h.pending && h.expires <= horizon)
-                .filter_map(|(v, h)| h.id.map(|id| (*v, id, h.expires)))
+                .filter_map(|(v, h)| h.id.map(|id| (v, id, h.expires)))
                 .collect();
             for (value, id, router_end) in due {
                 let Some((wanted, _)) = desired.wanted(&value) else {

@@ -6,7 +6,6 @@
 //! wait for the next reconcile, which the supervisor starts right after). The view being built only
 //! keeps rows for banned values, so it never outgrows the cache.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use crowdsec_lapi::Value;
@@ -67,7 +66,7 @@ pub struct Reconciled {
 #[derive(Debug)]
 pub(super) struct Building {
     family: Family,
-    held: HashMap<Value, Held>,
+    held: super::held::HeldMap,
     ops: Vec<Op>,
     rows: usize,
     limit: usize,
@@ -104,7 +103,7 @@ impl Engine {
         self.missing[family.index()].clear();
         self.building = Some(Building {
             family,
-            held: HashMap::new(),
+            held: super::held::HeldMap::default(),
             ops: Vec::new(),
             rows: 0,
             limit: row_limit(desired.bound(), self.config.row_slack),

@@ -40,7 +40,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crowdsec_lapi::{Batch, DecisionCache, MetricItem};
+use crowdsec_lapi::{Batch, DecisionCache, MetricItem, StreamStats};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -245,6 +245,8 @@ pub struct RuleScan {
 pub enum Event {
     /// The LAPI task finished a poll ([`Action::Poll`]).
     Polled(Result<Batch, Failure>),
+    /// The LAPI task streamed a snapshot into a fresh cache ([`Action::Poll`] with `fresh`).
+    Snapshot(Result<(Box<DecisionCache>, StreamStats), Failure>),
     /// The LAPI task finished a usage-metrics push; `Ok(false)` when LAPI does not support them.
     UsagePushed(Result<bool, Failure>),
     /// A router job reports.
@@ -308,6 +310,9 @@ pub enum Action {
     Poll {
         /// Ask for a `startup=true` snapshot.
         startup: bool,
+        /// Stream the snapshot into a fresh cache ([`Event::Snapshot`]): the desired state holds
+        /// no LAPI decision yet, so nothing needs a merge, and no batch is held on the way.
+        fresh: bool,
         /// Overall deadline.
         deadline: Instant,
     },
@@ -410,6 +415,8 @@ pub struct Supervisor {
     max_planned: usize,
     /// Guard's detectors and alert queue.
     guard: Option<guard::GuardState>,
+    /// Oversized LAPI elements already warned about (id, value); bounded.
+    oversized_warned: Vec<(Option<i64>, Option<crowdsec_lapi::Value>)>,
     /// The log follower is connected.
     log_up: bool,
     /// Refused values, for logs and `/health`.
@@ -494,6 +501,7 @@ impl Supervisor {
             policy,
             max_planned: MAX_PLANNED_CHANGES,
             guard: guard_state,
+            oversized_warned: Vec::new(),
             log_up: false,
             skips: Skips::default(),
             memory: None,
@@ -614,6 +622,7 @@ impl Supervisor {
     pub fn handle(&mut self, now: Instant, event: Event) {
         match event {
             Event::Polled(result) => self.on_polled(now, result),
+            Event::Snapshot(result) => self.on_snapshot(now, result),
             Event::UsagePushed(result) => self.on_usage_pushed(result),
             Event::Router(job, event) => self.on_router(now, job, event),
             Event::Log {
@@ -635,38 +644,86 @@ impl Supervisor {
         }
     }
 
+    /// What every successful poll does: metrics, the log line, the LAPI state, the warning
+    /// about an oversized element. Returns true for the first snapshot.
+    fn poll_succeeded(&mut self, now: Instant, startup: bool, stats: &StreamStats) -> bool {
+        self.metrics.inc(metrics::LAPI_POLLS, &[("result", "ok")]);
+        let skipped = stats.skipped + stats.oversized;
+        if skipped > 0 {
+            self.metrics
+                .inc_by(metrics::LAPI_SKIPPED, &[], skipped as f64);
+        }
+        if let Some(e) = &stats.first_oversized {
+            // Warn once per element: a too-large decision comes back in every snapshot.
+            let key = (e.id, e.value);
+            if !self.oversized_warned.contains(&key) {
+                if self.oversized_warned.len() >= 64 {
+                    self.oversized_warned.clear();
+                }
+                self.oversized_warned.push(key);
+                let id = e.id.map_or_else(|| "?".to_owned(), |i| i.to_string());
+                let value = e.value.map_or_else(|| "?".to_owned(), |v| v.to_string());
+                tracing::warn!(
+                    id = %id,
+                    value = %value,
+                    oversized = stats.oversized,
+                    "LAPI sent a decision larger than the per-element limit (a very long reason or scenario?); it is skipped, the rest applies"
+                );
+            }
+        }
+        let was_up = matches!(
+            self.lapi,
+            LapiState::Synced {
+                failing_since: None,
+                ..
+            }
+        );
+        if !was_up {
+            tracing::info!(
+                snapshot = startup,
+                new = stats.new,
+                deleted = stats.deleted,
+                "LAPI connected"
+            );
+        }
+        let first = !self.lapi.is_synced();
+        self.lapi = LapiState::Synced {
+            poll: PollState::Due(now + self.settings.update_frequency),
+            failing_since: None,
+        };
+        self.needs_snapshot = false;
+        self.lapi_backoff.reset();
+        first
+    }
+
+    /// The first snapshot, streamed into a fresh cache by the LAPI task: it becomes the desired
+    /// state (guard's bans held so far are carried over), and the router is reconciled.
+    fn on_snapshot(
+        &mut self,
+        now: Instant,
+        result: Result<(Box<DecisionCache>, StreamStats), Failure>,
+    ) {
+        match result {
+            Ok((cache, stats)) => {
+                let first = self.poll_succeeded(now, true, &stats);
+                let old = std::mem::replace(&mut self.cache, *cache);
+                if self.settings.ipv6_prefix < 128 {
+                    let p = self.settings.ipv6_prefix;
+                    self.cache.remap_others(|v| aggregate(v, p));
+                }
+                self.cache.absorb(&old, now);
+                drop(old);
+                self.invalidate_view(if first { "startup" } else { "resync" });
+                self.after_quiet_apply(now);
+            }
+            Err(failure) => self.on_polled(now, Err(failure)),
+        }
+    }
+
     fn on_polled(&mut self, now: Instant, result: Result<Batch, Failure>) {
-        let next = PollState::Due(now + self.settings.update_frequency);
         match result {
             Ok(batch) => {
-                self.metrics.inc(metrics::LAPI_POLLS, &[("result", "ok")]);
-                let skipped = batch.stats().skipped;
-                if skipped > 0 {
-                    self.metrics
-                        .inc_by(metrics::LAPI_SKIPPED, &[], skipped as f64);
-                }
-                let was_up = matches!(
-                    self.lapi,
-                    LapiState::Synced {
-                        failing_since: None,
-                        ..
-                    }
-                );
-                if !was_up {
-                    tracing::info!(
-                        snapshot = batch.is_startup(),
-                        new = batch.adds().len(),
-                        deleted = batch.deletes().len(),
-                        "LAPI connected"
-                    );
-                }
-                let first = !self.lapi.is_synced();
-                self.lapi = LapiState::Synced {
-                    poll: next,
-                    failing_since: None,
-                };
-                self.needs_snapshot = false;
-                self.lapi_backoff.reset();
+                let first = self.poll_succeeded(now, batch.is_startup(), &batch.stats());
                 self.apply(now, batch);
                 if first {
                     // A view built before the first snapshot was additive (guard's bans only):

@@ -80,7 +80,14 @@ impl Supervisor {
                 since: now,
                 deadline,
             };
-            return Some(Action::Poll { startup, deadline });
+            // No LAPI decision held yet (nothing, or guard's bans only): the snapshot can go
+            // straight into a fresh cache.
+            let fresh = startup && !self.lapi.is_synced();
+            return Some(Action::Poll {
+                startup,
+                deadline,
+                fresh,
+            });
         }
         let interval = self.settings.metrics_interval?;
         if self.usage.in_flight.is_none()
