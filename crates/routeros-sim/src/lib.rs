@@ -23,7 +23,8 @@
 //! - [`SimConfig`]: users and their policies ([`User`]), modelled version, [`CostModel`],
 //!   transcript, limits.
 //! - Test controls: [`SimClock`] (advance time instead of sleeping), [`Faults`] (drop, stall,
-//!   trap a fraction of adds, reboot), inspection ([`Sim::address_list`], [`Entry`],
+//!   trap a fraction of adds, reboot; and a hostile router: endless or trickling prints
+//!   ([`HostilePrint`]), a session killed on every print, a desynchronised connection), inspection ([`Sim::address_list`], [`Entry`],
 //!   [`Sim::persistent_writes`], [`Sim::stats`]), [`Sim::transcript`], the memory log
 //!   ([`Sim::log`] to play ssh or winbox failures, [`Sim::logs`]), logged-in users
 //!   ([`Sim::add_active_session`] for an admin on winbox), RAM ([`Sim::set_memory`]), and
@@ -106,6 +107,6 @@ pub use memlog::{LogEntry, NewLogEntry};
 pub use server::RunningSim;
 pub use sessions::{ActiveSession, NewActiveSession};
 pub use shared::{Direction, TranscriptEntry};
-pub use sim::{Faults, Sim, SimError};
+pub use sim::{DESYNC_WORD, Faults, HostilePrint, Sim, SimError};
 pub use state::{Entry, Family, NewEntry, Rule, Stats, Table, format_id, parse_id};
 pub use tls::TlsIdentity;

@@ -23,7 +23,7 @@ use std::time::Duration;
 use routeros_proto::{Decoder, Request, Sentence, category};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -219,6 +219,15 @@ enum Out {
     },
     /// Flush, wait, close.
     Close { delay: Duration },
+    /// Invented rows of a hostile print, written as soon as the socket takes them; the permit
+    /// goes back when they are written, which paces the print to the client's reading speed.
+    /// Not recorded in the transcript.
+    Paced {
+        sentences: Vec<Sentence>,
+        _permit: OwnedSemaphorePermit,
+    },
+    /// Write the start of a word that never ends, then nothing more ([`crate::Faults::desync`]).
+    Desync,
 }
 
 /// Commands that have not finished, by sequence number.
@@ -269,6 +278,7 @@ where
         drop_now.clone(),
     ));
     let mut kill = shared.kill.subscribe();
+    let mut desync = shared.desync.subscribe();
     let mut decoder = Decoder::new(shared.config.limits);
     let mut buf = vec![0u8; 16 * 1024];
     let (mut received, mut seq) = (0u64, 0u64);
@@ -303,6 +313,12 @@ where
                             let _ = out_tx.send(batch(&shared, arrived, r.trap_done(&trap)));
                             None
                         }
+                        Ok(req) if req.path.ends_with(b"/print") && shared.kill_on_print() => {
+                            // The hostile-router fault: the print kills the session, unanswered.
+                            shared.hostile.print_kills.fetch_add(1, Ordering::SeqCst);
+                            debug!(conn, "print received; killing the session (kill-on-print fault)");
+                            break 'conn false;
+                        }
                         Ok(req) if req.path == b"/cancel" && logged_in.load(Ordering::Acquire) => {
                             let done = Replier::new(req.tag.clone()).done();
                             if let Some(done) = cancel(&running, &req, done) {
@@ -332,6 +348,12 @@ where
                 }
             }
             _ = kill.changed() => break 'conn false,
+            res = desync.changed() => {
+                if res.is_err() {
+                    break 'conn false;
+                }
+                let _ = out_tx.send(Out::Desync);
+            }
             _ = stop.changed() => break 'conn false,
             _ = &mut writer => break 'conn false,
             _ = drop_now.notified() => break 'conn false,
@@ -424,6 +446,7 @@ async fn executor(
     };
     let mut streams = JoinSet::new();
     let mut stall = shared.stall.subscribe();
+    let kill = shared.kill.subscribe();
     let per_write = shared.config.cost.per_write;
     while let Some(q) = cmds.recv().await {
         let Queued {
@@ -467,6 +490,11 @@ async fn executor(
             } else {
                 None
             };
+            if kill.has_changed().unwrap_or(true) {
+                // Killed (a reboot, `kill_connections`): what was read but not yet run is lost
+                // with the connection, as on a real router. The connection task ends us.
+                std::future::pending::<()>().await;
+            }
             Some(cmd::execute(&shared, &mut session, &req))
         };
         logged_in.store(session.logged_in(), Ordering::Release);
@@ -491,6 +519,27 @@ async fn executor(
                 let _ = out.send(batch(&shared, arrived, s));
                 let _ = out.send(Out::Close { delay });
                 close = true;
+            }
+            Some(Outcome::Hostile(hostile, initial)) => {
+                while streams.try_join_next().is_some() {}
+                if streams.len() >= MAX_STREAMS {
+                    let trap = Trap::new(Some(category::API), "too many running commands");
+                    let mut s = r.trap_done(&trap);
+                    s.extend(finish(&running, seq));
+                    let _ = out.send(batch(&shared, arrived, s));
+                } else {
+                    if !initial.is_empty() {
+                        let _ = out.send(batch(&shared, arrived, initial));
+                    }
+                    streams.spawn(run_hostile(
+                        shared.clone(),
+                        hostile,
+                        cancel,
+                        out.clone(),
+                        running.clone(),
+                        seq,
+                    ));
+                }
             }
             Some(Outcome::Follow(stream, initial)) => {
                 while streams.try_join_next().is_some() {}
@@ -573,6 +622,55 @@ async fn run_stream(
     let _ = out.send(batch(&shared, Instant::now(), end));
 }
 
+/// Rows per batch of an endless hostile print.
+const HOSTILE_BATCH: usize = 256;
+/// Batches of a hostile print that may wait for the socket at once.
+const HOSTILE_IN_FLIGHT: usize = 2;
+
+/// A hostile print ([`crate::Faults::hostile_print`]): invented rows until `/cancel` (then
+/// `!trap interrupted`, the `/cancel`'s `!done`, `!done`) or the end of the connection. Never
+/// `!done` on its own. Paced by the writer: a batch is made only when one of the
+/// [`HOSTILE_IN_FLIGHT`] slots is free.
+async fn run_hostile(
+    shared: Arc<Shared>,
+    hostile: cmd::print::Hostile,
+    mut cancel: watch::Receiver<bool>,
+    out: mpsc::UnboundedSender<Out>,
+    running: Running,
+    seq: u64,
+) {
+    let slots = Arc::new(Semaphore::new(HOSTILE_IN_FLIGHT));
+    let every = hostile.fault.every;
+    let per_batch = if every.is_zero() { HOSTILE_BATCH } else { 1 };
+    loop {
+        let permit = tokio::select! {
+            _ = cancel.wait_for(|c| *c) => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let sentences = hostile.rows(&shared, per_batch);
+        if out
+            .send(Out::Paced {
+                sentences,
+                _permit: permit,
+            })
+            .is_err()
+        {
+            return;
+        }
+        if !every.is_zero() {
+            tokio::select! {
+                _ = cancel.wait_for(|c| *c) => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+    let end = interrupted_end(&shared, &hostile.replier, &running, seq, false);
+    let _ = out.send(batch(&shared, Instant::now(), end));
+}
+
 async fn writer<W: AsyncWrite>(
     shared: Arc<Shared>,
     conn: u64,
@@ -583,8 +681,43 @@ async fn writer<W: AsyncWrite>(
     let mut stall = shared.stall.subscribe();
     let mut buf = Vec::with_capacity(16 * 1024);
     let mut next = rx.recv().await;
+    // After [`Out::Desync`]: nothing more goes out.
+    let mut silent = false;
     while let Some(out) = next.take() {
+        if silent {
+            if let Out::Close { delay } = out {
+                tokio::time::sleep(delay).await;
+                let _ = wr.shutdown().await;
+                return;
+            }
+            // Dropped unwritten; a hostile print's permit goes back with it.
+            next = rx.recv().await;
+            continue;
+        }
         match out {
+            Out::Desync => {
+                buf.clear();
+                routeros_proto::length::encode_len(crate::sim::DESYNC_WORD, &mut buf);
+                if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
+                    return;
+                }
+                shared.hostile.desynced.fetch_add(1, Ordering::SeqCst);
+                debug!(
+                    conn,
+                    "desynchronised: a word was opened and nothing more will be sent"
+                );
+                silent = true;
+            }
+            Out::Paced { sentences, _permit } => {
+                let _ = stall.wait_for(|s| !*s).await;
+                buf.clear();
+                for s in &sentences {
+                    s.encode(&mut buf);
+                }
+                if wr.write_all(&buf).await.is_err() {
+                    return;
+                }
+            }
             Out::Batch { at, sentences } => {
                 tokio::time::sleep_until(at).await;
                 let _ = stall.wait_for(|s| !*s).await;

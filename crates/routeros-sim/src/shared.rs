@@ -5,7 +5,7 @@
 //! (the menus): the menus act on a `Shared`, the handle owns one.
 
 use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -16,6 +16,7 @@ use crate::clock::{SimClock, lock};
 use crate::config::{SimConfig, Version};
 use crate::memlog::NewLogEntry;
 use crate::sessions::NewActiveSession;
+use crate::sim::HostilePrint;
 use crate::state::{Generations, State};
 
 /// Direction of a transcript sentence.
@@ -43,6 +44,23 @@ struct FaultState {
     drop_after: Option<u64>,
     trap_add_fraction: f64,
     rng: StdRng,
+    hostile_print: Option<HostilePrint>,
+}
+
+/// Counters and switches of the hostile-router faults ([`crate::Faults::hostile_print`],
+/// [`crate::Faults::kill_on_print`], [`crate::Faults::desync`]).
+#[derive(Debug, Default)]
+pub(crate) struct Hostile {
+    /// Kill the session when a `print` arrives.
+    pub kill_on_print: AtomicBool,
+    /// Sessions killed that way.
+    pub print_kills: AtomicU64,
+    /// Invented rows handed to the writers by hostile prints.
+    pub rows: AtomicU64,
+    /// Numbers the invented rows (`.id` and address), never reused.
+    pub next_row: AtomicU64,
+    /// Connections that got the desync bytes.
+    pub desynced: AtomicU64,
 }
 
 /// State shared by every connection of a sim.
@@ -59,6 +77,9 @@ pub(crate) struct Shared {
     pub stall: watch::Sender<bool>,
     /// Bumped to drop every connection.
     pub kill: watch::Sender<u64>,
+    /// Bumped to desynchronise every open connection ([`crate::Faults::desync`]).
+    pub desync: watch::Sender<u64>,
+    pub hostile: Hostile,
     /// Change counters, for streams (`print =follow=`, `listen`).
     pub changes: watch::Sender<Generations>,
     transcript: Mutex<Vec<TranscriptEntry>>,
@@ -80,9 +101,12 @@ impl Shared {
                 drop_after: None,
                 trap_add_fraction: 0.0,
                 rng,
+                hostile_print: None,
             }),
             stall: watch::channel(false).0,
             kill: watch::channel(0).0,
+            desync: watch::channel(0).0,
+            hostile: Hostile::default(),
             changes: watch::channel(Generations::default()).0,
             transcript: Mutex::new(Vec::new()),
             next_conn: AtomicU64::new(1),
@@ -186,5 +210,19 @@ impl Shared {
 
     pub(crate) fn set_trap_add_fraction(&self, fraction: f64) {
         lock(&self.faults).trap_add_fraction = fraction.clamp(0.0, 1.0);
+    }
+
+    /// The hostile-print setting ([`crate::Faults::hostile_print`]).
+    pub(crate) fn set_hostile_print(&self, print: Option<HostilePrint>) {
+        lock(&self.faults).hostile_print = print;
+    }
+
+    pub(crate) fn hostile_print(&self) -> Option<HostilePrint> {
+        lock(&self.faults).hostile_print.clone()
+    }
+
+    /// True if a `print` must kill its session ([`crate::Faults::kill_on_print`]).
+    pub(crate) fn kill_on_print(&self) -> bool {
+        self.hostile.kill_on_print.load(Ordering::SeqCst)
     }
 }

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::clock::SimClock;
@@ -356,16 +357,110 @@ impl Faults {
     /// memory log empties, every connection drops (logging no logout), uptime restarts at 0;
     /// `.id`s keep counting.
     pub fn reboot(&self) {
+        // Connections die first, so that no command they had read runs after the wipe.
+        self.kill_connections();
         let now = self.shared.clock.now();
         self.shared.with_state(|s| {
             s.purge(now);
             s.reboot(now);
         });
-        self.kill_connections();
     }
 
     /// Drops every open connection at once.
     pub fn kill_connections(&self) {
         self.shared.kill.send_modify(|g| *g += 1);
+    }
+
+    // --- Hostile router (issue 17): a router that is broken or hostile rather than slow. ---
+
+    /// While `Some`, every one-shot `print` of `/ip/firewall/address-list` or
+    /// `/ipv6/firewall/address-list` (not `follow`, not `count-only`) answers with its real rows
+    /// and then with invented rows forever, never `!done`, until the client cancels it or the
+    /// connection ends. Purpose: a client must bound what a print may cost it (rows kept in
+    /// memory, time spent in one print); see [`HostilePrint`] for what the rows look like and how
+    /// fast they come. A print already streaming keeps streaming when the fault is turned off;
+    /// prints started afterwards are normal again.
+    pub fn hostile_print(&self, print: Option<HostilePrint>) {
+        self.shared.set_hostile_print(print);
+    }
+
+    /// Invented rows the hostile prints have handed to their connections so far (proof that the
+    /// fault was exercised).
+    pub fn hostile_rows_sent(&self) -> u64 {
+        self.shared.hostile.rows.load(Ordering::SeqCst)
+    }
+
+    /// While `true`, a session is dropped abruptly the moment a `print` command (any menu) comes
+    /// in: it is neither executed nor answered. Purpose: a router that kills the session on every
+    /// print, so that each connection logs in and dies at once; a client whose reconnect backoff
+    /// starts over at every successful login would log in about once a second, and each login
+    /// writes a line into the router's 1000-line memory log.
+    pub fn kill_on_print(&self, on: bool) {
+        self.shared
+            .hostile
+            .kill_on_print
+            .store(on, Ordering::SeqCst);
+    }
+
+    /// Sessions [`Faults::kill_on_print`] has dropped so far.
+    pub fn print_kills(&self) -> u64 {
+        self.shared.hostile.print_kills.load(Ordering::SeqCst)
+    }
+
+    /// Desynchronises every connection open now: each one receives the length prefix of a
+    /// [`DESYNC_WORD`]-byte word and then nothing more. The router keeps executing what it
+    /// receives, but its replies vanish into the unfinished word: to the client every later
+    /// command simply times out, with no error and no closed socket. The announced length stays
+    /// below a client's usual 64 KiB word limit, so the decoder waits for the word instead of
+    /// failing. Connections opened later are not affected. Purpose: a client must notice a
+    /// connection that answers nothing at all (a few timeouts in a row) and rebuild it, rather
+    /// than time out on it forever.
+    pub fn desync(&self) {
+        self.shared.desync.send_modify(|g| *g += 1);
+    }
+
+    /// Connections that have received the desync bytes so far ([`Faults::desync`]).
+    pub fn desynced_connections(&self) -> u64 {
+        self.shared.hostile.desynced.load(Ordering::SeqCst)
+    }
+}
+
+/// The length a [`Faults::desync`] announces: the word that never ends.
+pub const DESYNC_WORD: u32 = 60_000;
+
+/// What a hostile address-list print sends ([`Faults::hostile_print`]).
+///
+/// Each invented row is shaped like a real one of the printed list (`.id`, `list`, `address`,
+/// `creation-time`, `timeout` of one day, `dynamic=true`, `disabled=false`, `comment`), projected
+/// through the print's `.proplist`, with a fresh `.id` (from `*10000000` up, never reused) and a
+/// fresh address (IPv4 from `100.64.0.0/10`, IPv6 from `2001:db8:ffff::/48`; they wrap after four
+/// million rows). Its `list` is the one the print asked for (`?list=NAME`), so the rows match
+/// the query. Invented rows are not recorded in the transcript ([`Sim::transcript`]): an endless
+/// print would fill the test's memory. The stream follows the client's reading speed (at most
+/// two batches of 256 rows wait for the socket), so neither side's memory grows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostilePrint {
+    /// The comment every invented row carries, e.g. `tikban cscli` for rows that look like a
+    /// client's own entries.
+    pub comment: String,
+    /// Pause between two invented rows; zero sends them as fast as the client reads.
+    pub every: Duration,
+}
+
+impl HostilePrint {
+    /// Rows carrying `comment`, as fast as the client reads, forever.
+    pub fn endless(comment: &str) -> Self {
+        HostilePrint {
+            comment: comment.to_owned(),
+            every: Duration::ZERO,
+        }
+    }
+
+    /// One row carrying `comment` every `every`, forever.
+    pub fn trickle(comment: &str, every: Duration) -> Self {
+        HostilePrint {
+            comment: comment.to_owned(),
+            every,
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use routeros_proto::{Request, category};
 
-use super::print::{PrintOpts, Source, Stream, listen, one_shot};
+use super::print::{Hostile, PrintOpts, Source, Stream, listen, one_shot};
 use super::{Outcome, Replier, Trap, attr, check_params, ids};
 use crate::normalize::{AddressKind, normalize};
 use crate::query::Props;
@@ -126,6 +126,18 @@ fn print(shared: &Shared, family: Family, req: &Request, r: &Replier) -> Result<
         .into_iter()
         .map(|(_, p)| p)
         .collect();
+    if !opts.count_only
+        && let Some(fault) = shared.hostile_print()
+    {
+        // The real rows first, as a real print would send them; invented ones follow forever.
+        let real = items
+            .iter()
+            .filter(|i| opts.matches(i))
+            .map(|i| r.re(&opts.project(i)))
+            .collect();
+        let hostile = Hostile::new(family, opts, r.clone(), fault);
+        return Ok(Outcome::Hostile(hostile, real));
+    }
     Ok(Outcome::Reply(one_shot(shared, &opts, &items, r)))
 }
 

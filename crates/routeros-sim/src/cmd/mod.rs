@@ -163,6 +163,9 @@ pub(crate) enum Outcome {
     Close(Vec<Sentence>, Duration),
     /// Send these sentences, then stream changes until `/cancel` (`print =follow=`).
     Follow(print::Stream, Vec<Sentence>),
+    /// Send these sentences (the real rows), then invented rows until `/cancel`, never `!done`
+    /// ([`crate::Faults::hostile_print`]).
+    Hostile(print::Hostile, Vec<Sentence>),
 }
 
 /// Per-connection login state.

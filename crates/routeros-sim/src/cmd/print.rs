@@ -1,6 +1,7 @@
 //! `print` (alias `getall`, §2) on any menu: queries, `.proplist`, `count-only`, `!empty` (§6).
 
 use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use routeros_proto::{Query, Request, Sentence, category};
@@ -8,7 +9,9 @@ use routeros_proto::{Query, Request, Sentence, category};
 use super::{PRINT_PARAMS, Replier, Trap, check_params};
 use crate::query::{self, Props};
 use crate::shared::Shared;
-use crate::state::{Family, Generations, Table};
+use crate::sim::HostilePrint;
+use crate::state::{Family, Generations, Table, format_id};
+use crate::timefmt;
 
 /// Parsed `print` options.
 #[derive(Debug, Clone)]
@@ -82,6 +85,96 @@ pub(crate) fn one_shot(
     }
     out.push(r.done());
     out
+}
+
+/// A hostile address-list print in progress ([`crate::Faults::hostile_print`]): it makes up
+/// the rows that follow the real ones.
+#[derive(Debug)]
+pub(crate) struct Hostile {
+    family: Family,
+    list: String,
+    opts: PrintOpts,
+    pub replier: Replier,
+    pub fault: HostilePrint,
+}
+
+/// First `.id` of the invented rows: far above the ids a test's entries get.
+const HOSTILE_FIRST_ID: u64 = 0x1000_0000;
+/// Invented addresses wrap after this many rows (the size of `100.64.0.0/10`).
+const HOSTILE_ADDRESSES: u64 = 1 << 22;
+
+impl Hostile {
+    pub(crate) fn new(
+        family: Family,
+        opts: PrintOpts,
+        replier: Replier,
+        fault: HostilePrint,
+    ) -> Self {
+        let list = opts
+            .queries
+            .iter()
+            .find_map(|q| match q {
+                Query::Eq(name, value) if name == "list" => {
+                    Some(String::from_utf8_lossy(value).into_owned())
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| "hostile".to_owned());
+        Hostile {
+            family,
+            list,
+            opts,
+            replier,
+            fault,
+        }
+    }
+
+    /// The next `n` invented rows, as `!re` sentences.
+    pub(crate) fn rows(&self, shared: &Shared, n: usize) -> Vec<Sentence> {
+        let version = shared.version;
+        let now = shared.clock.now();
+        let created = timefmt::format_date_time(shared.clock.wall(now), version.date_style());
+        let day = Duration::from_secs(86_400);
+        let timeout = if version.v7_durations() {
+            timefmt::format_v7(day)
+        } else {
+            timefmt::format_v6(day)
+        };
+        let first = shared
+            .hostile
+            .next_row
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        let out: Vec<Sentence> = (first..first + n as u64)
+            .map(|k| {
+                let offset = k % HOSTILE_ADDRESSES;
+                let address = match self.family {
+                    // 100.64.0.0/10 (RFC 6598): never one of a test's ban values.
+                    Family::V4 => Ipv4Addr::from(0x6440_0000 + offset as u32).to_string(),
+                    // 2001:db8:ffff::/48, printed with its prefix as RouterOS prints an IPv6 entry.
+                    Family::V6 => {
+                        let base: u128 = 0x2001_0db8_ffff_u128 << 80;
+                        format!("{}/128", Ipv6Addr::from(base + u128::from(offset)))
+                    }
+                };
+                let props: Props = vec![
+                    (".id".into(), format_id(HOSTILE_FIRST_ID + k)),
+                    ("list".into(), self.list.clone()),
+                    ("address".into(), address),
+                    ("creation-time".into(), created.clone()),
+                    ("timeout".into(), timeout.clone()),
+                    ("dynamic".into(), "true".into()),
+                    ("disabled".into(), "false".into()),
+                    ("comment".into(), self.fault.comment.clone()),
+                ];
+                self.replier.re(&self.opts.project(&props))
+            })
+            .collect();
+        shared
+            .hostile
+            .rows
+            .fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+        out
+    }
 }
 
 /// What a stream (`print =follow=`, `=follow-only=`) watches.
