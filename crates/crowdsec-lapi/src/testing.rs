@@ -4,7 +4,13 @@
 //! `online_client` section, one profile, sqlite WAL), `cscli machines add --auto`, one bouncer key
 //! per client (`cscli bouncers add NAME -k KEY`, keys share the stream cursor), then
 //! `crowdsec -c CFG -no-cs` on a free port, ready once `GET /health` answers. The process is killed
-//! on drop. Fixtures go in through `cscli decisions add/delete/import` (these talk to the running
+//! on drop.
+//!
+//! The port is picked by binding port 0 and releasing it, and `crowdsec` binds it a moment later:
+//! another process may take it in between (the port race). `crowdsec` then exits (`bind: address
+//! already in use`), and the other process may even answer `/health` first. So the harness only
+//! calls a LAPI ready when the listening socket belongs to the `crowdsec` it started (Linux
+//! `/proc`), and starts over on a new port when `crowdsec` exited or the port is someone else's. Fixtures go in through `cscli decisions add/delete/import` (these talk to the running
 //! LAPI as the machine).
 //!
 //! The binaries come from `$TIKBAN_CROWDSEC_BIN` or `<workspace>/target/deps/crowdsec/usr/bin`
@@ -120,9 +126,45 @@ pub struct Lapi {
 
 static BOUNCERS: AtomicU32 = AtomicU32::new(0);
 
+/// Start attempts, each on a new port: enough to get past a port taken between picking and
+/// binding it.
+const START_ATTEMPTS: u32 = 5;
+
 fn free_port() -> u16 {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free port");
     l.local_addr().expect("local addr").port()
+}
+
+/// The inode of the socket listening on `127.0.0.1:port` (`/proc/net/tcp`, state `0A`).
+fn listening_inode(port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    // `local_address` is the address in host byte order then the port, both in hex:
+    // 127.0.0.1:8080 is `0100007F:1F90` on a little-endian host.
+    let local = format!(
+        "{:08X}:{port:04X}",
+        u32::from_ne_bytes(Ipv4Addr::LOCALHOST.octets())
+    );
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (address, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+        (*address == local && *state == "0A")
+            .then(|| inode.parse().ok())
+            .flatten()
+    })
+}
+
+/// True when process `pid` holds the socket listening on `127.0.0.1:port`.
+fn owns_listener(pid: u32, port: u16) -> bool {
+    let Some(inode) = listening_inode(port) else {
+        return false;
+    };
+    let socket = PathBuf::from(format!("socket:[{inode}]"));
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == socket))
+        })
+        .unwrap_or(false)
 }
 
 impl Lapi {
@@ -146,7 +188,7 @@ impl Lapi {
     fn start_inner(pki: Option<&TestPki>, parent: Option<&Path>) -> Self {
         let bin = crowdsec_bin_dir();
         let mut last_err = String::new();
-        for _attempt in 0..3 {
+        for _attempt in 0..START_ATTEMPTS {
             match Self::try_start(&bin, pki, parent) {
                 Ok(l) => return l,
                 Err(e) => last_err = e,
@@ -256,12 +298,15 @@ api:
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = lapi.child.try_wait() {
+                // Most likely the port race: `bind: address already in use` in the log.
                 return Err(format!(
                     "crowdsec exited with {status}: {}",
                     lapi.log_tail()
                 ));
             }
-            if lapi.listening() {
+            // An answer on the port is only ours if our crowdsec holds the listening socket;
+            // another process that took the port would exit us soon (see the module docs).
+            if lapi.listening() && owns_listener(lapi.child.id(), port) {
                 return Ok(lapi);
             }
             if Instant::now() > deadline {
@@ -411,5 +456,31 @@ impl Drop for Lapi {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The port-race guard: a listening socket is attributed to the process that holds it, and
+    /// to no other (a child does not inherit it: std sockets are close-on-exec).
+    #[test]
+    fn a_listener_belongs_to_the_process_holding_it_only() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        assert!(listening_inode(port).is_some(), "found in /proc/net/tcp");
+        assert!(owns_listener(std::process::id(), port));
+        let mut other = Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let theirs = owns_listener(other.id(), port);
+        let _ = other.kill();
+        let _ = other.wait();
+        assert!(!theirs, "another process does not own our port");
+        drop(listener);
+        assert!(listening_inode(port).is_none(), "closed: nobody listens");
+        assert!(!owns_listener(std::process::id(), port));
     }
 }
