@@ -6,10 +6,11 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use routeros_sim::{Family, NewEntry, SimConfig};
-use support::{PASSWORD, Proxy, Tikban, USER, V4, V6, World, free_port};
+use routeros_sim::{Direction, Family, NewEntry, SimConfig};
+use support::{CONNECTS, PASSWORD, POLLS_ERROR, POLLS_OK, Proxy, Tikban, USER, V4, V6, World};
 
 const POLL: Duration = Duration::from_secs(15);
 
@@ -119,21 +120,41 @@ fn restart_with_unchanged_state_writes_nothing() {
 
     w.sim.clear_transcript();
     let mut t = w.tikban();
+    // Healthy means the first reconcile, writes included, is over.
     t.wait_healthy(POLL);
-    std::thread::sleep(Duration::from_secs(3)); // a few polls and ticks
+    // Proof of progress before the absence check: three more polls applied after it, each of
+    // which could have planned a write.
+    let polls = t.metric(POLLS_OK);
+    t.wait_metric(POLLS_OK, polls + 3.0, POLL);
     assert!(w.writes().is_empty(), "restart wrote: {:?}", w.writes());
-    let prints = w
-        .sim
-        .transcript()
-        .into_iter()
-        .filter(|e| e.direction == routeros_sim::Direction::In)
-        .filter(|e| {
-            e.words
-                .first()
-                .is_some_and(|p| p.ends_with(b"address-list/print"))
-        })
-        .count();
-    assert_eq!(prints, 2, "one print per list");
+    // One reconcile, one print per list. The start-up checklist reads both lists too, on a
+    // session of its own: no session may print a list twice, and the daemon reconciled once.
+    let mut prints: BTreeMap<(u64, Vec<u8>), usize> = BTreeMap::new();
+    for e in w.sim.transcript() {
+        let Some(path) = e.words.first() else {
+            continue;
+        };
+        if e.direction == Direction::In && path.ends_with(b"address-list/print") {
+            *prints.entry((e.conn, path.clone())).or_default() += 1;
+        }
+    }
+    assert!(
+        prints.len() >= 2 && prints.values().all(|n| *n == 1),
+        "one print per list and session: {prints:?}"
+    );
+    let reconciles: f64 = t
+        .get("/metrics")
+        .1
+        .lines()
+        .filter(|l| l.starts_with("tikban_reconciliations_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        reconciles,
+        1.0,
+        "one reconcile:\n{}",
+        support::tail(&t.output())
+    );
     assert!(t.is_running());
 }
 
@@ -167,8 +188,9 @@ fn manual_entries_in_the_same_list_survive_everything() {
             .contains(&"192.0.2.31".to_owned())
     });
     // A reconnect and reconcile (router reboot keeps static entries) must not touch them either.
+    let before = w.last_connection();
     w.sim.faults().kill_connections();
-    std::thread::sleep(Duration::from_secs(3));
+    w.wait_for_reconcile_after(before, POLL);
     assert_eq!(
         w.addresses(Family::V4, V4),
         ["192.0.2.30", "203.0.113.5", "203.0.113.6"]
@@ -226,20 +248,23 @@ fn lapi_outage_keeps_entries_and_converges_after() {
         .parse()
         .unwrap();
     let proxy = Proxy::start(&w.rt, lapi_addr);
-    let port = free_port();
-    let env = w.env_for(&format!("http://{}/", proxy.addr), w.server.addr(), port);
-    let mut t = Tikban::spawn(&env, port);
+    let env = w.env_for(&format!("http://{}/", proxy.addr), w.server.addr(), 0);
+    let mut t = Tikban::start(&env);
     t.wait_healthy(POLL);
     w.lapi.add_decision("192.0.2.50", "4h", &[]);
     w.lapi.add_decision("192.0.2.51", "4h", &[]);
     w.wait_until("bans", POLL, |w| w.addresses(Family::V4, V4).len() == 2);
 
     proxy.cut();
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(t.get("/health").0, 503, "health reports LAPI down");
+    t.wait("health to report LAPI down", POLL, |t| {
+        let (code, health) = t.health();
+        code == 503 && health["lapi"] == "down"
+    });
     w.lapi.delete_decision(&["--ip", "192.0.2.50"]);
     w.lapi.add_decision("192.0.2.52", "4h", &[]);
-    std::thread::sleep(Duration::from_secs(3));
+    // Proof that time passed with LAPI unreachable: two more failed polls after the changes.
+    let errors = t.metric(POLLS_ERROR);
+    t.wait_metric(POLLS_ERROR, errors + 2.0, POLL);
     assert_eq!(
         w.addresses(Family::V4, V4),
         ["192.0.2.50", "192.0.2.51"],
@@ -291,18 +316,30 @@ fn connection_drops_mid_sync_converge_without_duplicates() {
         })
         .collect();
     w.lapi.import(&format!("[{}]", decisions.join(",")), &[]);
-    // The connection breaks after every 400 sentences received.
+    // The connection breaks after every 400 sentences received: the 400th is applied but never
+    // answered, the ones pipelined behind it are never read.
     w.sim.faults().drop_after_sentences(Some(400));
     let mut t = w.tikban();
-    std::thread::sleep(Duration::from_secs(2));
+    // The fault stays on until it has cut two of the daemon's connections in the middle of the
+    // sync (its connects, not the sim's logins: guard's log follower and the start-up checklist
+    // log in too).
+    t.wait_metric(CONNECTS, 3.0, Duration::from_secs(60));
     w.sim.faults().drop_after_sentences(None);
     w.wait_until("1500 entries", Duration::from_secs(90), |w| {
         w.sim.all_entries(Family::V4).len() == 1500
     });
-    let mut addrs = w.addresses(Family::V4, V4);
-    addrs.dedup();
-    assert_eq!(addrs.len(), 1500, "no duplicates");
     t.wait_healthy(POLL);
+    // The sim refuses a second entry for the same address, so the list itself cannot show a
+    // duplicate. What can go wrong is tikban sending an add again for a value whose reply was
+    // lost (or that it had already added): count the adds the router received per value over the
+    // whole test. Every one of them was executed (the drop fault stops reading at the sentence it
+    // applies), so each value must have been added exactly once.
+    let adds = w.adds_per_address();
+    let twice: Vec<(&String, &usize)> = adds.iter().filter(|(_, n)| **n > 1).take(10).collect();
+    assert!(twice.is_empty(), "values added more than once: {twice:?}");
+    assert_eq!(adds.len(), 1500, "one add per value");
+    assert_eq!(w.addresses(Family::V4, V4).len(), 1500);
+    assert!(t.metric(CONNECTS) >= 3.0, "the fault was exercised");
     assert!(t.is_running());
 }
 
@@ -349,13 +386,12 @@ fn help_and_version_list_every_variable() {
 #[test]
 fn never_opens_a_file_for_writing() {
     let w = World::start();
-    let port = free_port();
     let trace = tempfile::NamedTempFile::new().unwrap();
     let mut cmd = std::process::Command::new("strace");
     cmd.args(["-f", "-qq", "-e", "trace=openat,open,creat", "-o"])
         .arg(trace.path())
         .arg(support::tikban_bin());
-    let mut t = Tikban::spawn_with(cmd, &w.env(port), port);
+    let mut t = Tikban::start_with(cmd, &w.env());
     t.wait_healthy(Duration::from_secs(30));
     w.lapi.add_decision("192.0.2.70", "1h", &[]);
     w.wait_until("a ban", POLL, |w| w.sim.all_entries(Family::V4).len() == 1);
@@ -415,6 +451,12 @@ fn missing_drop_rules_are_reported_and_rule_counters_exported() {
         .unwrap();
     let mut t = w.tikban();
     t.wait_healthy(POLL);
+    // The rule scan follows the first sync: wait for its result rather than read it once.
+    t.wait("the rule scan's warning", POLL, |t| {
+        t.health().1["warnings"]
+            .as_array()
+            .is_some_and(|w| !w.is_empty())
+    });
     let (_, body) = t.get("/health");
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
     let warnings = health["warnings"].as_array().unwrap();
@@ -424,6 +466,7 @@ fn missing_drop_rules_are_reported_and_rule_counters_exported() {
         warning.contains(V6) && warning.contains("/ipv6/firewall"),
         "{warning}"
     );
+    t.wait_metric("tikban_dropped_packets_total{ip_type=\"ipv4\"}", 42.0, POLL);
     let (_, metrics) = t.get("/metrics");
     assert!(
         metrics.contains("tikban_dropped_packets_total{ip_type=\"ipv4\"} 42"),

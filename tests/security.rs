@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crowdsec_lapi::testing::{Lapi, TestPki};
 use routeros_sim::{Direction, Family, Sim, SimConfig, Table, User};
-use support::{PASSWORD, Tikban, USER, V4, World, free_port, with_env};
+use support::{PASSWORD, POLLS_ERROR, Tikban, USER, V4, World, with_env};
 
 const POLL: Duration = Duration::from_secs(20);
 
@@ -64,9 +64,8 @@ fn secrets_never_appear_in_stdout_or_stderr_at_trace_level() {
     let key_pem =
         format!("-----BEGIN PRIVATE KEY-----\n{KEY_PEM_BODY}\n-----END PRIVATE KEY-----\n");
     let cert_pem = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA\n-----END CERTIFICATE-----\n";
-    let port = free_port();
     let env = with_env(
-        w.env(port),
+        w.env(),
         &[
             ("LOG_LEVEL", "trace"),
             ("CROWDSEC_CERT_PEM", cert_pem),
@@ -84,7 +83,7 @@ fn secrets_never_appear_in_stdout_or_stderr_at_trace_level() {
 
     // 5. An env error: every problem is listed, exit 2.
     let env = with_env(
-        w.env(port),
+        w.env(),
         &[
             ("LOG_LEVEL", "trace"),
             ("MIKROTIK_PIPELINE_WINDOW", "zero"),
@@ -160,7 +159,8 @@ impl Router {
         }
     }
 
-    fn env(&self, lapi: &Lapi, port: u16, extra: &[(&str, String)]) -> Vec<(String, String)> {
+    /// The env for `lapi`, metrics on port 0 ([`Tikban::start`]).
+    fn env(&self, lapi: &Lapi, extra: &[(&str, String)]) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = [
             ("CROWDSEC_URL", lapi.url()),
             ("CROWDSEC_UPDATE_FREQUENCY", "1s".into()),
@@ -168,7 +168,7 @@ impl Router {
             ("MIKROTIK_USER", USER.into()),
             ("MIKROTIK_PASS", PASSWORD.into()),
             ("METRICS_ADDR", "127.0.0.1".into()),
-            ("METRICS_PORT", port.to_string()),
+            ("METRICS_PORT", "0".into()),
             ("LOG_LEVEL", "debug".into()),
         ]
         .into_iter()
@@ -215,17 +215,15 @@ fn lapi_https_with_the_right_ca_is_accepted() {
     let router = Router::start();
     let dir = tempfile::tempdir().unwrap();
     let ca = write_temp(&dir, "ca.pem", &pki.ca_pem);
-    let port = free_port();
     let env = router.env(
         &lapi,
-        port,
         &[
             ("CROWDSEC_BOUNCER_API_KEY", key),
             ("CROWDSEC_CA_CERT_PATH", ca),
         ],
     );
     assert!(lapi.url().starts_with("https://"));
-    let mut t = Tikban::spawn(&env, port);
+    let mut t = Tikban::start(&env);
     t.wait_healthy(POLL);
     lapi.add_decision("192.0.2.90", "1h", &[]);
     router.wait_for(&["192.0.2.90"], &mut t);
@@ -240,16 +238,14 @@ fn lapi_https_with_a_wrong_ca_is_refused_with_a_clear_error() {
     let key = lapi.add_bouncer("tikban");
     lapi.add_decision("192.0.2.91", "1h", &[]);
     let router = Router::start();
-    let port = free_port();
     let env = router.env(
         &lapi,
-        port,
         &[
             ("CROWDSEC_BOUNCER_API_KEY", key),
             ("CROWDSEC_CA_CERT_PEM", other.ca_pem.clone()),
         ],
     );
-    let mut t = Tikban::spawn(&env, port);
+    let mut t = Tikban::start(&env);
     wait_for_output(&mut t, "TLS handshake with LAPI");
     let out = t.output();
     let line = out
@@ -263,7 +259,9 @@ fn lapi_https_with_a_wrong_ca_is_refused_with_a_clear_error() {
             || line.to_ascii_lowercase().contains("issuer"),
         "the error names the certificate problem: {line}"
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Two more refused polls: time for a poll to have slipped through, had one done so.
+    let errors = t.metric(POLLS_ERROR);
+    t.wait_metric(POLLS_ERROR, errors + 2.0, POLL);
     let (code, body) = t.get("/health");
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("\"lapi\":\"down\""), "{body}");
@@ -283,10 +281,8 @@ fn lapi_mtls_with_a_client_certificate_is_accepted() {
     let (cert, key) = pki.client_cert("tikban-router", "bouncer-ou");
     let router = Router::start();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let env = router.env(
         &lapi,
-        port,
         &[
             (
                 "CROWDSEC_CA_CERT_PATH",
@@ -296,7 +292,7 @@ fn lapi_mtls_with_a_client_certificate_is_accepted() {
             ("CROWDSEC_KEY_PATH", write_temp(&dir, "key.pem", &key)),
         ],
     );
-    let mut t = Tikban::spawn(&env, port);
+    let mut t = Tikban::start(&env);
     t.wait_healthy(POLL);
     lapi.add_decision("192.0.2.92", "1h", &[]);
     router.wait_for(&["192.0.2.92"], &mut t);
@@ -319,11 +315,10 @@ fn router_api_ssl_with_the_pinned_fingerprint_is_accepted() {
     let w = World::start();
     let tls = w.rt.block_on(w.sim.serve_tls("127.0.0.1:0")).unwrap();
     let pin = tls.fingerprint_hex().unwrap();
-    let port = free_port();
-    let mut env = w.env_for(&w.lapi.url(), tls.addr(), port);
+    let mut env = w.env_for(&w.lapi.url(), tls.addr(), 0);
     env.push(("MIKROTIK_TLS".into(), "true".into()));
     env.push(("MIKROTIK_TLS_FINGERPRINT".into(), pin));
-    let mut t = Tikban::spawn(&env, port);
+    let mut t = Tikban::start(&env);
     t.wait_healthy(POLL);
     assert!(t.output().contains("tls=true"), "{}", t.output());
     w.lapi.add_decision("192.0.2.93", "1h", &[]);
@@ -342,12 +337,11 @@ fn router_api_ssl_with_a_wrong_pin_is_refused() {
     let mut wrong = real.clone();
     let last = wrong.pop().unwrap();
     wrong.push(if last == '0' { '1' } else { '0' });
-    let port = free_port();
-    let mut env = w.env_for(&w.lapi.url(), tls.addr(), port);
+    let mut env = w.env_for(&w.lapi.url(), tls.addr(), 0);
     env.push(("MIKROTIK_TLS".into(), "true".into()));
     env.push(("MIKROTIK_TLS_FINGERPRINT".into(), wrong));
     w.lapi.add_decision("192.0.2.94", "1h", &[]);
-    let mut t = Tikban::spawn(&env, port);
+    let mut t = Tikban::start(&env);
     wait_for_output(&mut t, "does not match the pinned");
     let out = t.output();
     let line = out
@@ -440,7 +434,12 @@ fn api_read_write_policies_are_enough() {
     w.wait_until("the unban", POLL, |w| {
         w.addresses(Family::V4, V4) == ["192.0.2.95"]
     });
-    std::thread::sleep(Duration::from_secs(3)); // a periodic reconcile
+    // Two periodic reconciles have started, so the first one is over (one router job at a time).
+    t.wait_metric(
+        "tikban_reconciliations_total{reason=\"periodic\"}",
+        2.0,
+        POLL,
+    );
     let transcript = w.sim.transcript();
     let sent: BTreeSet<String> = transcript
         .iter()

@@ -4,6 +4,7 @@
 
 pub mod fault_proxy;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -63,11 +64,64 @@ pub fn tikban_bin() -> std::path::PathBuf {
     workspace_bin("tikban")
 }
 
+/// A port that was free a moment ago. Racy: another process may take it before the child binds
+/// it. Tikban does not need it ([`Tikban::start`] lets it bind port 0 and reads the port from
+/// its log); it stays for callers that still choose the port themselves.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// How long tikban may take to log its metrics address after it starts.
+const STARTUP: Duration = Duration::from_secs(30);
+
+/// Waits until `check` holds, polling every 50 ms; fails with `what` (and `context()`, e.g. the
+/// tikban log) after `within`. The one way these tests wait: for a positive signal, with a
+/// deadline.
+pub fn wait_for(
+    what: &str,
+    within: Duration,
+    mut context: impl FnMut() -> String,
+    mut check: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The value of one series (`name{labels}` exactly as exposed) in a Prometheus text exposition;
+/// 0 when absent (a counter that never moved).
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `tikban_lapi_polls_total{result="error"}`: failed LAPI polls, the proof that time passed with
+/// LAPI unreachable.
+pub const POLLS_ERROR: &str = "tikban_lapi_polls_total{result=\"error\"}";
+/// `tikban_router_connects_total`: the daemon's router logins (guard's log follower and the
+/// start-up checklist log in on sessions of their own, which the sim counts too).
+pub const CONNECTS: &str = "tikban_router_connects_total";
+/// `tikban_lapi_polls_total{result="ok"}`.
+pub const POLLS_OK: &str = "tikban_lapi_polls_total{result=\"ok\"}";
+
+/// The last 6000 bytes of a log, for failure messages.
+pub fn tail(out: &str) -> String {
+    let mut start = out.len().saturating_sub(6000);
+    while !out.is_char_boundary(start) {
+        start += 1;
+    }
+    out[start..].to_owned()
 }
 
 /// A running `tikban` process; its stdout and stderr are collected.
@@ -78,7 +132,41 @@ pub struct Tikban {
 }
 
 impl Tikban {
-    /// Starts the binary with exactly `env` (plus PATH), nothing inherited.
+    /// Starts the binary with exactly `env` (plus PATH), nothing inherited, with `METRICS_PORT=0`:
+    /// tikban binds a free port itself and logs it (`serving /metrics and /health
+    /// addr=127.0.0.1:PORT`), and this waits for that line. No port race: nothing else can take
+    /// the port between choosing and binding it.
+    pub fn start(env: &[(String, String)]) -> Tikban {
+        Self::start_with(Command::new(tikban_bin()), env)
+    }
+
+    /// [`Tikban::start`] for `cmd` (the binary, or a wrapper such as strace).
+    pub fn start_with(cmd: Command, env: &[(String, String)]) -> Tikban {
+        let env = with_env(env.to_vec(), &[("METRICS_PORT", "0")]);
+        let mut t = Self::spawn_with(cmd, &env, 0);
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            if let Some(port) = bound_metrics_port(&t.output()) {
+                t.metrics_port = port;
+                return t;
+            }
+            assert!(
+                t.is_running(),
+                "tikban exited before serving /metrics (it logs the bound port at info level):\n{}",
+                t.output()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "tikban did not log its metrics address within {STARTUP:?} (LOG_LEVEL must be \
+                 info or lower):\n{}",
+                t.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the binary with exactly `env` (plus PATH) on a metrics port the caller chose. Racy
+    /// with [`free_port`]; prefer [`Tikban::start`].
     pub fn spawn(env: &[(String, String)], metrics_port: u16) -> Tikban {
         Self::spawn_with(Command::new(tikban_bin()), env, metrics_port)
     }
@@ -127,6 +215,56 @@ impl Tikban {
 
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The process id (of the wrapper, when started through one).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// One series of `/metrics` (0 when absent).
+    pub fn metric(&self, series: &str) -> f64 {
+        metric(&self.get("/metrics").1, series)
+    }
+
+    /// `/health`: the status code and the parsed body (`null` when it does not parse).
+    pub fn health(&self) -> (u16, serde_json::Value) {
+        let (code, body) = self.get("/health");
+        (
+            code,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Waits until `check` holds; tikban must keep running meanwhile.
+    pub fn wait(&mut self, what: &str, within: Duration, mut check: impl FnMut(&Tikban) -> bool) {
+        let deadline = Instant::now() + within;
+        while !check(self) {
+            assert!(self.is_running(), "tikban exited:\n{}", self.output());
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {within:?} waiting for {what}\n{}",
+                tail(&self.output())
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the series reaches `at_least`; returns its value then.
+    pub fn wait_metric(&mut self, series: &str, at_least: f64, within: Duration) -> f64 {
+        let mut last = 0.0;
+        self.wait(&format!("{series} >= {at_least}"), within, |t| {
+            last = t.metric(series);
+            last >= at_least
+        });
+        last
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_output(&mut self, needle: &str, within: Duration) {
+        self.wait(&format!("{needle:?} in the log"), within, |t| {
+            t.output().contains(needle)
+        });
     }
 
     /// SIGTERM, then the exit status (within 10 s).
@@ -266,11 +404,14 @@ impl World {
         }
     }
 
-    /// The env a router owner would set, pointed at this world.
-    pub fn env(&self, metrics_port: u16) -> Vec<(String, String)> {
-        self.env_for(&self.lapi.url(), self.server.addr(), metrics_port)
+    /// The env a router owner would set, pointed at this world (metrics on port 0: see
+    /// [`Tikban::start`]).
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.env_for(&self.lapi.url(), self.server.addr(), 0)
     }
 
+    /// The env for a LAPI and router address of the caller's choice (proxies). A
+    /// `metrics_port` of 0 lets tikban pick one ([`Tikban::start`]).
     pub fn env_for(
         &self,
         lapi_url: &str,
@@ -295,18 +436,11 @@ impl World {
     }
 
     pub fn tikban(&self) -> Tikban {
-        let port = free_port();
-        Tikban::spawn(&self.env(port), port)
+        Tikban::start(&self.env())
     }
 
     pub fn tikban_with(&self, extra: &[(&str, &str)]) -> Tikban {
-        let port = free_port();
-        let mut env = self.env(port);
-        for (k, v) in extra {
-            env.retain(|(ek, _)| ek != k);
-            env.push(((*k).to_owned(), (*v).to_owned()));
-        }
-        Tikban::spawn(&env, port)
+        Tikban::start(&with_env(self.env(), extra))
     }
 
     /// Addresses on a list, sorted.
@@ -333,6 +467,69 @@ impl World {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// `add` commands the sim received per address (a `/32` or `/128` suffix dropped), since the
+    /// transcript was last cleared. The sim executes every command its transcript shows as
+    /// received (the drop fault stops reading at the sentence it applies), so this counts the adds
+    /// the router ran, answered or not.
+    pub fn adds_per_address(&self) -> BTreeMap<String, usize> {
+        let mut adds = BTreeMap::new();
+        for t in self.sim.transcript() {
+            if t.direction != Direction::In
+                || !t.words.first().is_some_and(|w| w.ends_with(b"/add"))
+            {
+                continue;
+            }
+            let address = t.words.iter().find_map(|w| w.strip_prefix(b"=address="));
+            if let Some(a) = address {
+                let a = String::from_utf8_lossy(a);
+                let a = a
+                    .trim_end_matches("/32")
+                    .trim_end_matches("/128")
+                    .to_owned();
+                *adds.entry(a).or_insert(0) += 1;
+            }
+        }
+        adds
+    }
+
+    /// The newest connection number in the sim's transcript (0 before any).
+    pub fn last_connection(&self) -> u64 {
+        self.sim
+            .transcript()
+            .iter()
+            .map(|e| e.conn)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Waits until a connection newer than `after` has printed both lists and then, on the same
+    /// connection, read `/system/resource`. The supervisor reconciles a stale view (a new
+    /// connection's) before anything else, both prints and then the write phase, and only then
+    /// does the housekeeping read: that read proves the whole reconcile, writes included, is over.
+    /// (The start-up checklist reads the version before the lists, so its session does not
+    /// match.)
+    pub fn wait_for_reconcile_after(&self, after: u64, within: Duration) {
+        self.wait_until("a reconcile on a new connection", within, |w| {
+            let mut prints: BTreeMap<u64, usize> = BTreeMap::new();
+            w.sim.transcript().iter().any(|e| {
+                if e.conn <= after || e.direction != Direction::In {
+                    return false;
+                }
+                let path = e.words.first().map(Vec::as_slice).unwrap_or_default();
+                let printed = prints.entry(e.conn).or_default();
+                if path.ends_with(b"address-list/print") {
+                    *printed += 1;
+                }
+                path == b"/system/resource/print" && *printed >= 2
+            })
+        });
+    }
+
+    /// Successful logins the sim has seen (its counter; no transcript needed).
+    pub fn logins(&self) -> u64 {
+        self.sim.stats().logins
     }
 
     /// Write commands (`add`, `set`, `remove`) received by the sim since the transcript was
@@ -401,4 +598,44 @@ impl Proxy {
     pub fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
     }
+}
+
+/// The port of `serving /metrics and /health addr=127.0.0.1:PORT` (text or JSON log format).
+fn bound_metrics_port(log: &str) -> Option<u16> {
+    let line = log
+        .lines()
+        .find(|l| l.contains("serving /metrics and /health"))?;
+    let rest = match line.split_once("addr=") {
+        Some((_, rest)) => rest,
+        None => line.split_once("\"addr\":\"")?.1,
+    };
+    let addr: String = rest
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '"')
+        .collect();
+    addr.parse::<SocketAddr>().ok().map(|a| a.port())
+}
+
+/// The `retry_in` of every "router connection lost" line of a tikban log, in order: the
+/// reconnect delays it announced.
+pub fn retry_delays(log: &str) -> Vec<Duration> {
+    log.lines()
+        .filter(|l| l.contains("router connection lost"))
+        .filter_map(|l| l.split_once("retry_in=").map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter_map(parse_debug_duration)
+        .collect()
+}
+
+/// A `Duration` as `{:?}` prints it: `1.5s`, `862.1ms`, `12µs`, `7ns`.
+pub fn parse_debug_duration(text: &str) -> Option<Duration> {
+    for (unit, scale) in [("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9), ("s", 1.0)] {
+        if let Some(number) = text.strip_suffix(unit) {
+            return number
+                .parse::<f64>()
+                .ok()
+                .map(|n| Duration::from_secs_f64(n * scale));
+        }
+    }
+    None
 }
