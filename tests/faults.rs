@@ -123,9 +123,18 @@ fn router_stall_longer_than_the_command_timeout() {
     w.lapi
         .delete_decision(&["--range", "10.0.0.0/25", "--contained"]);
     w.lapi.import(&decisions_json(&ips(5000, 5050)), &[]);
-    // The stalled write batch passes its deadline: the connection is dropped (and rebuilt once
-    // the stall ends).
-    t.wait_output("no answer by its deadline", Duration::from_secs(30));
+    // The stalled write batch is noticed and the connection dropped (and rebuilt once the stall
+    // ends): by the batch's deadline, or by its commands timing out one after the other, whichever
+    // comes first (the deadline is the command timeout plus 5 ms per command).
+    t.wait(
+        "the stalled batch to drop the connection",
+        Duration::from_secs(30),
+        |t| {
+            let out = t.output();
+            out.contains("write batch got no answer by its deadline")
+                || out.contains("got no reply: the connection looks desynchronised")
+        },
+    );
     w.sim.faults().stall(false);
     let fault_ended = Instant::now();
 

@@ -79,7 +79,9 @@ async fn a_tcp_client_knows_both_ends_of_its_connection() {
     let (_sim, running) = serve(sim_config()).await;
     let client = Client::connect(client_config(&running)).await.unwrap();
     assert_eq!(client.peer_addr(), Some(running.addr()));
-    let local = client.local_addr().expect("a TCP connection has a local address");
+    let local = client
+        .local_addr()
+        .expect("a TCP connection has a local address");
     assert!(local.ip().is_loopback() && local.port() != 0, "{local}");
 }
 
