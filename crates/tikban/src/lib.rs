@@ -15,6 +15,7 @@ pub mod daemon;
 
 pub mod engine;
 pub mod guard;
+pub mod heap;
 pub mod http;
 pub mod metrics;
 #[doc(hidden)]

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use tikban::config::{Config, help_text};
 
 fn main() -> ExitCode {
+    #[cfg(feature = "heap-profile")]
+    tikban::heap::set_probe(counting::read);
     let mut args = std::env::args().skip(1);
     if let Some(arg) = args.next() {
         return match arg.as_str() {
@@ -121,6 +123,77 @@ mod guard {
                 eprintln!("tikban guard: {e}");
                 ExitCode::FAILURE
             }
+        }
+    }
+}
+
+/// The counting allocator of the `heap-profile` feature ([`tikban::heap`]): the system allocator,
+/// with live and peak bytes kept in two atomics.
+#[cfg(feature = "heap-profile")]
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+    use tikban::heap::Allocated;
+
+    static CURRENT: AtomicUsize = AtomicUsize::new(0);
+    static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+    struct Counting;
+
+    #[global_allocator]
+    static ALLOCATOR: Counting = Counting;
+
+    fn grew(by: usize) {
+        let now = CURRENT.fetch_add(by, Relaxed) + by;
+        PEAK.fetch_max(now, Relaxed);
+    }
+
+    // SAFETY: every call goes to `System` with the caller's arguments unchanged; the counters
+    // only observe sizes.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: forwarded as is; the caller upholds `GlobalAlloc::alloc`'s contract.
+            let p = unsafe { System.alloc(layout) };
+            if !p.is_null() {
+                grew(layout.size());
+            }
+            p
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: as `alloc`.
+            let p = unsafe { System.alloc_zeroed(layout) };
+            if !p.is_null() {
+                grew(layout.size());
+            }
+            p
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: `ptr` came from this allocator (that is, from `System`) with `layout`.
+            unsafe { System.dealloc(ptr, layout) };
+            CURRENT.fetch_sub(layout.size(), Relaxed);
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            // SAFETY: as `dealloc` for `ptr` and `layout`; the caller upholds `new_size`'s rules.
+            let p = unsafe { System.realloc(ptr, layout, new_size) };
+            if !p.is_null() {
+                if new_size >= layout.size() {
+                    grew(new_size - layout.size());
+                } else {
+                    CURRENT.fetch_sub(layout.size() - new_size, Relaxed);
+                }
+            }
+            p
+        }
+    }
+
+    pub fn read() -> Allocated {
+        Allocated {
+            current: CURRENT.load(Relaxed),
+            peak: PEAK.load(Relaxed),
         }
     }
 }

@@ -287,6 +287,22 @@ impl Tikban {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Stops tikban with SIGTERM (a clean shutdown, which logs the memory profile) and waits
+    /// up to `within` for it to exit; returns its peak RSS, read right before, and its log.
+    pub fn terminate(mut self, within: Duration) -> Result<(u64, String)> {
+        let hwm = vm_hwm(self.pid)?;
+        // The shell's builtin: no dependence on a `kill` binary.
+        crate::util::status(Command::new("sh").args(["-c", &format!("kill -TERM {}", self.pid)]))?;
+        let deadline = Instant::now() + within;
+        while self.proc.0.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                bail!("tikban did not exit within {within:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok((hwm, self.log_text()))
+    }
+
     /// Stops tikban and returns its peak RSS, read right before.
     pub fn stop(mut self) -> Result<u64> {
         let hwm = vm_hwm(self.pid)?;

@@ -320,6 +320,27 @@ pub async fn run(
     if let Some(client) = io.client.take() {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, client.quit()).await;
     }
+    log_memory_profile(&sup);
     tracing::info!("tikban stopped");
     Ok(())
+}
+
+/// The `memory profile` line (`docs/benchmarks.md`): heap bytes per structure, and the process
+/// totals when the binary counts allocations (the `heap-profile` feature).
+fn log_memory_profile(sup: &Supervisor) {
+    let p = sup.heap_profile();
+    let (heap_now, heap_peak) = crate::heap::allocated().map_or((None, None), |a| {
+        (Some(a.current as u64), Some(a.peak as u64))
+    });
+    tracing::info!(
+        decisions = sup.cache().len(),
+        cache_v4 = p.cache.v4 as u64,
+        cache_other = p.cache.other as u64,
+        cache_multi = p.cache.multi as u64,
+        router_view = p.view as u64,
+        guard = p.guard as u64,
+        heap_now,
+        heap_peak,
+        "memory profile (bytes)"
+    );
 }

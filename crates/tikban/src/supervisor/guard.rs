@@ -67,6 +67,11 @@ pub(super) struct GuardState {
 }
 
 impl GuardState {
+    /// Heap bytes of the detectors' source table.
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.guard.heap_bytes()
+    }
+
     pub(super) fn new(guard: Guard, share: bool) -> Self {
         GuardState {
             guard,

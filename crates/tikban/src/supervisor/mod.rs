@@ -375,6 +375,17 @@ struct Usage {
     in_flight: Option<Vec<(String, Option<u64>)>>,
 }
 
+/// Heap bytes by structure ([`Supervisor::heap_profile`]).
+#[derive(Debug, Clone, Copy)]
+pub struct HeapProfile {
+    /// The decision cache, by part.
+    pub cache: crowdsec_lapi::HeapBytes,
+    /// The router view and the queue of values to add.
+    pub view: usize,
+    /// Guard's source table.
+    pub guard: usize,
+}
+
 /// The supervisor. See the module docs.
 #[derive(Debug)]
 pub struct Supervisor {
@@ -522,6 +533,15 @@ impl Supervisor {
     /// The router view.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Heap bytes of the structures that grow with decisions and sources (`docs/benchmarks.md`).
+    pub fn heap_profile(&self) -> HeapProfile {
+        HeapProfile {
+            cache: self.cache.heap_bytes(),
+            view: self.engine.heap_bytes(),
+            guard: self.guard.as_ref().map_or(0, guard::GuardState::heap_bytes),
+        }
     }
 
     /// LAPI's state.
