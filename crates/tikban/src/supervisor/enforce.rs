@@ -1,13 +1,14 @@
 //! The enforcement side of the supervisor: desired-state changes through the policy, updates of
 //! the automatic protections, the entry budget, and the router's memory (`docs/safety.md`).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
 use std::time::Instant;
 
 use crowdsec_lapi::{Change, Value};
 
 use super::{Enforced, MAX_DIRTY, MaxEntries, Refusal, RouterState, Supervisor, View, budget_for};
+use crate::engine::{Op, Wanted};
 use crate::metrics;
 use crate::safety::{Kind, Reason, Reported, peer_text};
 
@@ -136,6 +137,7 @@ impl Supervisor {
         if values.is_empty() {
             return;
         }
+        self.drop_unsent_adds(&values);
         let RouterState::Connected { view, .. } = &mut self.router else {
             return;
         };
@@ -160,6 +162,37 @@ impl Supervisor {
             }
             View::Stale { .. } => {}
         }
+    }
+
+    /// Drops the adds still waiting in the outbox for those of `values` that are no longer
+    /// wanted, and forgets them in the engine: they were never sent, so nothing is on the router
+    /// to remove. Without this, a ban planned before a `/user/active` read that protects its
+    /// address (or before the budget's boundary moved past it) would still be written, and
+    /// removed only once its add returned: the owner's address on the drop list, briefly.
+    fn drop_unsent_adds(&mut self, values: &[Value]) {
+        if !self.outbox.iter().any(|op| matches!(op, Op::Add { .. })) {
+            return;
+        }
+        let desired = Enforced {
+            cache: &self.cache,
+            policy: &self.policy,
+        };
+        let unwanted: HashSet<Value> = values
+            .iter()
+            .filter(|v| desired.wanted(v).is_none())
+            .copied()
+            .collect();
+        if unwanted.is_empty() {
+            return;
+        }
+        let engine = &mut self.engine;
+        self.outbox.retain(|op| match op {
+            Op::Add { value, .. } if unwanted.contains(value) => {
+                engine.forget(value);
+                false
+            }
+            _ => true,
+        });
     }
 
     /// After a LAPI response was applied without a change-set (a snapshot, a large update): the

@@ -736,6 +736,13 @@ fn new_bans_wait_for_a_fresh_read_of_the_admin_sessions() {
         reads + 1
     );
     assert!(listed(&h, Family::V4).is_empty());
+    // Not even briefly: the add planned before the read is dropped, never sent and removed.
+    let sent = h.log.iter().any(|a| {
+        matches!(a, Action::Send { ops, .. } if ops.iter().any(|op| {
+            matches!(op, Op::Add { .. }) && op.value().to_string() == "203.0.113.9"
+        }))
+    });
+    assert!(!sent, "the owner's address was written to the router");
 }
 
 #[test]
@@ -913,6 +920,87 @@ mod budget_model {
                 let mut got = listed(&h, Family::V4);
                 got.sort_by_key(|a| a.parse::<std::net::Ipv4Addr>().unwrap());
                 prop_assert_eq!(got, want);
+            }
+        }
+
+        /// No value flaps at the boundary: in every update, the router gets an `add` only for a
+        /// value that entered the top N and a `remove` only for one that left it, and the router
+        /// holds the top N after it.
+        #[test]
+        fn only_values_crossing_the_boundary_are_written(
+            steps in proptest::collection::vec((0u32..40, 0usize..4, 600i64..100_000, 0u8..4), 1..50),
+            limit in 1usize..20,
+        ) {
+            let origins = ["CAPI", "lists:x", "console", "cscli"];
+            let mut s = settings();
+            s.max_entries = MaxEntries::Fixed(limit);
+            let mut h = harness_with(s);
+            h.answer_poll(Ok(Batch::new(true)));
+            let addr = |host: u32| std::net::Ipv4Addr::from(0x0a00_0000 + host).to_string();
+            // value -> (class, end); every decision id ever sent per value.
+            let mut desired: std::collections::BTreeMap<u32, (u8, Instant)> = Default::default();
+            let mut ids: std::collections::BTreeMap<u32, Vec<i64>> = Default::default();
+            let mut next_id = 1i64;
+            let mut top: std::collections::BTreeSet<String> = Default::default();
+            for (host, o, secs, what) in steps {
+                h.advance(Duration::from_secs(10));
+                let value = addr(host);
+                // Three bans (new, or a longer or shorter one on the same value) for one unban.
+                let b = if what < 3 {
+                    let secs = secs * 64 + i64::from(host);
+                    let end = h.now + Duration::from_secs(secs as u64);
+                    let class = class(origins[o]);
+                    match desired.get_mut(&host) {
+                        Some(e) if end <= e.1 => {}
+                        Some(e) => *e = (class, end),
+                        None => {
+                            desired.insert(host, (class, end));
+                        }
+                    }
+                    ids.entry(host).or_default().push(next_id);
+                    next_id += 1;
+                    origin_batch(false, &[(&value, next_id - 1, secs, origins[o])])
+                } else {
+                    if desired.remove(&host).is_none() {
+                        continue;
+                    }
+                    let mut b = Batch::new(false);
+                    for id in ids.remove(&host).unwrap_or_default() {
+                        b.push_deleted(Deletion { value: v(&value), id });
+                    }
+                    b
+                };
+                let from = h.log.len();
+                h.answer_poll(Ok(b));
+                h.advance(Duration::from_secs(1));
+                let mut ranked: Vec<(u8, Instant, u32)> =
+                    desired.iter().map(|(h, (c, e))| (*c, *e, *h)).collect();
+                ranked.sort();
+                ranked.reverse();
+                let new_top: std::collections::BTreeSet<String> =
+                    ranked.into_iter().take(limit).map(|(_, _, h)| addr(h)).collect();
+                let (mut added, mut removed) = (Vec::new(), Vec::new());
+                for a in &h.log[from..] {
+                    if let Action::Send { ops, .. } = a {
+                        for op in ops {
+                            match op {
+                                Op::Add { value, .. } => added.push(value.to_string()),
+                                Op::Remove { value, .. } => removed.push(value.to_string()),
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+                let entered: Vec<String> = new_top.difference(&top).cloned().collect();
+                let left: Vec<String> = top.difference(&new_top).cloned().collect();
+                added.sort();
+                removed.sort();
+                prop_assert_eq!(added, entered, "adds are exactly the values that entered");
+                prop_assert_eq!(removed, left, "removes are exactly the values that left");
+                let got: std::collections::BTreeSet<String> =
+                    listed(&h, Family::V4).into_iter().collect();
+                prop_assert_eq!(&got, &new_top);
+                top = new_top;
             }
         }
     }
