@@ -595,6 +595,13 @@ impl DecisionCache {
         self.v4.reserve(additional);
     }
 
+    /// Gives back what the IPv4 table grew beyond its values and a sixteenth more: called once a
+    /// snapshot whose size was not known up front (a chunked body) is in.
+    pub fn shrink(&mut self) {
+        let headroom = self.v4.len() / 16;
+        self.v4.shrink_to(headroom);
+    }
+
     /// Heap bytes of the cache's structures, by part (`docs/benchmarks.md`).
     pub fn heap_bytes(&self) -> HeapBytes {
         let map = |n: usize, entry: usize| n * (entry + 1) * 8 / 7;

@@ -385,6 +385,9 @@ impl LapiClient {
             &read,
         )
         .await?;
+        // Without a `Content-Length` (LAPI sends large bodies chunked) the table was sized by
+        // growth; give back the slack (a no-op when it was sized up front).
+        cache.shrink();
         self.conn = Some(sender);
         Ok((cache, stats))
     }

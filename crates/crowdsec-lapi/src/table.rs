@@ -147,6 +147,16 @@ impl<V: Copy + Default> U32Table<V> {
         }
     }
 
+    /// Gives back the slots beyond `len + headroom` entries (after a snapshot of unknown size
+    /// filled the table by growth). The old and the new arrays live at once during the move,
+    /// which is never more than the growth that made the table this large.
+    pub fn shrink_to(&mut self, headroom: usize) {
+        let want = slots_for(self.len.saturating_add(headroom));
+        if want < self.keys.len() {
+            self.rehash(want);
+        }
+    }
+
     fn rehash(&mut self, slots: usize) {
         let mut next = U32Table {
             keys: vec![0; slots],
@@ -303,6 +313,26 @@ mod tests {
         assert_eq!(t.slots(), slots, "no growth");
         assert!(slots < 1_150_000, "{slots}: not a power of two");
         assert_eq!(t.get(7u32.wrapping_mul(2_654_435_761)), Some(&7));
+    }
+
+    #[test]
+    fn a_table_grown_blind_shrinks_to_its_entries_and_keeps_them() {
+        let mut t: U32Table<u32> = U32Table::default();
+        for k in 0..100_000u32 {
+            t.insert(k.wrapping_mul(2_654_435_761), k);
+        }
+        let grown = t.slots();
+        t.shrink_to(100_000 / 16);
+        assert!(t.slots() < grown, "{} of {grown}", t.slots());
+        assert_eq!(t.slots(), slots_for(100_000 + 100_000 / 16));
+        assert_eq!(t.len(), 100_000);
+        for k in 0..100_000u32 {
+            assert_eq!(t.get(k.wrapping_mul(2_654_435_761)), Some(&k));
+        }
+        // Already tight: nothing moves.
+        let generation = t.generation;
+        t.shrink_to(100_000 / 16);
+        assert_eq!(t.generation, generation);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--full]`: what a MikroTik owner feels, measured against the real LAPI and
+//! `cargo xtask bench [--full] [--only LIST] [--heap-profile]`: what a MikroTik owner feels, measured against the real LAPI and
 //! `routeros-sim`, printed as one table and written to `target/bench/results.json`.
 //!
 //! 1. Cold sync: N decisions into an empty router, the sim at 1 ms per serialised write plus
@@ -8,7 +8,9 @@
 //! 3. A day of churn, in compressed time: a model run of the real engine ([`churn`]).
 //! 4. Burst latency: 1,000 bans in one poll; poll response to entry on the router.
 //! 5. Memory and CPU at 10k, 100k and (with `--full`) 1M decisions from the real LAPI: peak RSS
-//!    against 8 MiB at 100k and 48 MiB at 1M, bytes per decision, one write per decision.
+//!    of the shipped static musl build against 8 MiB at 100k and 48 MiB at 1M (the host build
+//!    beside it), bytes per decision, one write per decision; with `--heap-profile`, heap bytes
+//!    per structure from the counting allocator.
 //! 6. Footprint: binary and image tar sizes from `dist/` (never rebuilt here).
 //! 7. Guard replay: `tikban guard replay` over a generated 1,000,000-line log ([`guard`]).
 //!
@@ -26,7 +28,7 @@ use crowdsec_lapi::testing::Lapi;
 use serde_json::json;
 
 use crate::procs::{self, Cost, Sim, Tikban};
-use crate::util;
+use crate::{dist, targets, tools, util};
 
 /// The RB5009-like cost model of scenarios 1, 2 and 4.
 const RB5009: Cost = Cost {
@@ -77,6 +79,8 @@ impl Row {
 
 struct Bench {
     rows: Vec<Row>,
+    /// The static musl build users run (scenario 5's binary of record), when scenario 5 runs.
+    shipped: Option<PathBuf>,
     tikban: PathBuf,
     sim: PathBuf,
     work: tempfile::TempDir,
@@ -100,7 +104,7 @@ impl Bench {
     }
 }
 
-/// `cargo xtask bench [--full]`.
+/// `cargo xtask bench [--full] [--only LIST] [--heap-profile]`.
 pub fn run(args: &[String]) -> Result<()> {
     let mut full = false;
     let mut only: Option<Vec<u8>> = None;
@@ -154,8 +158,16 @@ pub fn run(args: &[String]) -> Result<()> {
     eprintln!("=== bench: cargo {}", build.join(" "));
     util::status(util::cargo().args(&build).current_dir(util::root()))?;
     let release = meta.target_dir.join("release");
+    // Scenario 5's binary of record is the one users run: the static musl build of `cargo xtask
+    // dist`, without the glibc shared objects a host build maps.
+    let shipped = if wanted(5) && !heap_profile {
+        Some(shipped_build(&meta)?)
+    } else {
+        None
+    };
     let mut b = Bench {
         rows: Vec::new(),
+        shipped,
         tikban: release.join("tikban"),
         sim: release.join("routeros-sim"),
         work: tempfile::tempdir().context("temporary directory")?,
@@ -381,17 +393,35 @@ fn polls_with_news(log: &str) -> Vec<f64> {
         .collect()
 }
 
-/// Scenario 5 for `n` decisions, all from the real LAPI: peak RSS, bytes per decision, CPU, and
-/// at 100k and 1M the targets of issue 19 (`docs/benchmarks.md`).
-fn memory(b: &mut Bench, lapi: &Lapi, held: &mut usize, n: usize) -> Result<()> {
-    let s5 = format!("5 memory/CPU N={}", human(n));
-    // The burst's 1,000 bans are part of the LAPI's content.
-    import_up_to(lapi, held, n)?;
-    let expected = *held;
-    eprintln!("=== bench: {s5}");
-    let key = lapi.add_bouncer(&format!("bench-mem-{n}"));
+/// One cold start of a tikban binary against the real LAPI's `n` decisions, to convergence.
+struct MemoryRun {
+    wall: f64,
+    hwm: u64,
+    ingest_cpu: Option<f64>,
+    ingest_rss: Option<u64>,
+    total_cpu: f64,
+    writes: u64,
+    log: String,
+}
+
+fn memory_run(
+    b: &Bench,
+    binary: &Path,
+    lapi: &Lapi,
+    key: &str,
+    expected: usize,
+) -> Result<MemoryRun> {
     let sim = Sim::start(&b.sim, None)?;
-    let mut t = Tikban::start(&b.tikban, &lapi.url(), &key, sim.addr, b.work.path(), &[])?;
+    // No entry budget: every decision goes to the router (the sim's 2 GiB would give `auto`
+    // 511,000 entries), so the figures cover all N.
+    let mut t = Tikban::start(
+        binary,
+        &lapi.url(),
+        key,
+        sim.addr,
+        b.work.path(),
+        &[("MAX_ENTRIES", "0")],
+    )?;
     let mut ingest_cpu: Option<f64> = None;
     let mut ingest_rss: Option<u64> = None;
     let wall = t
@@ -407,10 +437,37 @@ fn memory(b: &mut Bench, lapi: &Lapi, held: &mut usize, n: usize) -> Result<()> 
     let (hwm, log) = t.terminate(Duration::from_secs(30))?;
     let on_router = sim.count()?;
     if on_router != expected {
-        bail!("{s5}: the router holds {on_router} entries, expected {expected}");
+        bail!(
+            "{}: the router holds {on_router} entries, expected {expected}",
+            binary.display()
+        );
     }
+    Ok(MemoryRun {
+        wall,
+        hwm,
+        ingest_cpu,
+        ingest_rss,
+        total_cpu,
+        writes: writes(&cmds),
+        log,
+    })
+}
+
+/// Scenario 5 for `n` decisions, all from the real LAPI: peak RSS, bytes per decision, CPU, and
+/// at 100k and 1M the targets of issue 19 (`docs/benchmarks.md`). The figures of record come
+/// from the shipped static binary; the host (glibc) build runs too, for comparison with figures
+/// measured on it before.
+fn memory(b: &mut Bench, lapi: &Lapi, held: &mut usize, n: usize) -> Result<()> {
+    let s5 = format!("5 memory/CPU N={}", human(n));
+    // The burst's 1,000 bans are part of the LAPI's content.
+    import_up_to(lapi, held, n)?;
+    let expected = *held;
+    eprintln!("=== bench: {s5}");
     let mib = |x: u64| x as f64 / (1024.0 * 1024.0);
-    let profile = memory_profile(&log)
+    let binary = b.shipped.clone().unwrap_or_else(|| b.tikban.clone());
+    let key = lapi.add_bouncer(&format!("bench-mem-{n}"));
+    let run = memory_run(b, &binary, lapi, &key, expected)?;
+    let profile = memory_profile(&run.log)
         .with_context(|| format!("{s5}: no `memory profile` line in tikban's log"))?;
     for (field, figure) in [
         ("cache_v4", "heap: decision cache, IPv4 hosts"),
@@ -429,12 +486,12 @@ fn memory(b: &mut Bench, lapi: &Lapi, held: &mut usize, n: usize) -> Result<()> 
         b.push(Row::new(
             &s5,
             "peak RSS (VmHWM), profiling build",
-            mib(hwm),
+            mib(run.hwm),
             "MiB",
         ));
         return Ok(());
     }
-    let mut rss = Row::new(&s5, "peak RSS (VmHWM), sync included", mib(hwm), "MiB");
+    let mut rss = Row::new(&s5, "peak RSS (VmHWM), sync included", mib(run.hwm), "MiB");
     match n {
         100_000 => rss = rss.limit(MEM_100K_MIB),
         1_000_000 => rss = rss.limit(MEM_1M_MIB),
@@ -444,10 +501,10 @@ fn memory(b: &mut Bench, lapi: &Lapi, held: &mut usize, n: usize) -> Result<()> 
     b.push(Row::new(
         &s5,
         "bytes per decision (peak RSS / N)",
-        hwm as f64 / expected as f64,
+        run.hwm as f64 / expected as f64,
         "B",
     ));
-    if let Some(r) = ingest_rss {
+    if let Some(r) = run.ingest_rss {
         b.push(Row::new(
             &s5,
             "peak RSS after snapshot ingest",
@@ -455,16 +512,16 @@ fn memory(b: &mut Bench, lapi: &Lapi, held: &mut usize, n: usize) -> Result<()> 
             "MiB",
         ));
     }
-    if let Some(c) = ingest_cpu {
+    if let Some(c) = run.ingest_cpu {
         b.push(Row::new(&s5, "CPU to ingest the snapshot", c, "s"));
     }
     b.push(Row::new(
         &s5,
         "CPU to converged (ingest + sync)",
-        total_cpu,
+        run.total_cpu,
         "s",
     ));
-    let mut sync = Row::new(&s5, "wall time to converged", wall, "s");
+    let mut sync = Row::new(&s5, "wall time to converged", run.wall, "s");
     if n == 1_000_000 {
         sync = sync.limit(SYNC_1M_BEFORE_S);
     }
@@ -474,7 +531,7 @@ fn memory(b: &mut Bench, lapi: &Lapi, held: &mut usize, n: usize) -> Result<()> 
         Row::new(
             &s5,
             "writes per decision",
-            writes(&cmds) as f64 / expected as f64,
+            run.writes as f64 / expected as f64,
             "cmds",
         )
         .limit(1.0),
@@ -493,7 +550,7 @@ fn memory(b: &mut Bench, lapi: &Lapi, held: &mut usize, n: usize) -> Result<()> 
     if let Some((scenario, prev_mib)) = prev {
         let prev_n = parse_human(scenario.rsplit('=').next().unwrap_or_default());
         if let Some(prev_n) = prev_n.filter(|p| *p < n) {
-            let per = (mib(hwm) - prev_mib) * 1024.0 * 1024.0 / (n - prev_n) as f64;
+            let per = (mib(run.hwm) - prev_mib) * 1024.0 * 1024.0 / (n - prev_n) as f64;
             b.push(Row::new(
                 &s5,
                 &format!("bytes per decision (marginal over N={})", human(prev_n)),
@@ -502,7 +559,41 @@ fn memory(b: &mut Bench, lapi: &Lapi, held: &mut usize, n: usize) -> Result<()> 
             ));
         }
     }
+    if b.shipped.is_some() {
+        // The same start with the host build: its glibc, libm and loader mappings add a fixed
+        // ~2.3 MiB of shared, clean pages.
+        let key = lapi.add_bouncer(&format!("bench-mem-host-{n}"));
+        let host = memory_run(b, &b.tikban.clone(), lapi, &key, expected)?;
+        b.push(Row::new(
+            &s5,
+            "peak RSS, host glibc build (for comparison)",
+            mib(host.hwm),
+            "MiB",
+        ));
+    }
     Ok(())
+}
+
+/// `cargo zigbuild` of the x86_64 musl target, as `cargo xtask dist` builds it; returns the
+/// binary. Fails with the install commands when zig or cargo-zigbuild is missing.
+fn shipped_build(meta: &util::Metadata) -> Result<PathBuf> {
+    let target = targets::find("x86_64-unknown-linux-musl")
+        .context("the x86_64 musl target is in targets.rs")?;
+    tools::require(
+        "bench",
+        &tools::missing_for_dist(&[target])?,
+        "cargo xtask dist --target x86 --install-tools",
+    )?;
+    eprintln!(
+        "=== bench: cargo zigbuild --release -p tikban --target {}",
+        target.triple
+    );
+    util::status(&mut dist::build_command(target))?;
+    Ok(meta
+        .target_dir
+        .join(target.triple)
+        .join("release")
+        .join("tikban"))
 }
 
 /// The fields of tikban's `memory profile (bytes)` shutdown line: `name=123` pairs (fields that

@@ -185,7 +185,7 @@ fn one(target: &'static Target, meta: &Metadata, dist: &Path) -> Result<Built> {
 /// `cargo [+nightly] zigbuild --release -p tikban --bin tikban --target T`, with build-std for
 /// the targets the CI machines' toolchain mirror has no musl std for (`docs/reference/build-env.md`, "Rust targets"): build-std has no
 /// self-contained crt objects, so `link-self-contained=no` lets zig supply crt and musl.
-fn build_command(target: &Target) -> Command {
+pub(crate) fn build_command(target: &Target) -> Command {
     let mut cmd = util::cargo();
     if target.build_std {
         cmd.arg("+nightly");

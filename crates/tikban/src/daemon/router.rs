@@ -2,11 +2,14 @@
 //! as [`RouterEvent`]s. The supervisor owns every deadline; the daemon aborts a job it gives up
 //! on.
 
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
 use futures_util::StreamExt;
 use routeros_client::{Client, ClientConfig, Command, Error as RouterError, Query};
 use tokio::sync::mpsc;
 
-use crate::engine::{Family, Op, wire};
+use crate::engine::{Family, Op, Outcome, wire};
 use crate::rostime;
 use crate::supervisor::{Failure, FailureKind, JobId, Resource, RouterEvent, RuleScan};
 
@@ -65,37 +68,59 @@ pub async fn connect(config: ClientConfig, job: JobId, out: Outbox) {
 }
 
 /// Sends ops pipelined and reports every outcome, in order.
+///
+/// Each command is built when the pipeline window has room for it, not all up front: a job
+/// holds its ops, their outcomes and a window of commands (`docs/benchmarks.md`, "Memory at
+/// scale").
 pub async fn send(client: Client, wire: Wire, ops: Vec<Op>, job: JobId, out: Outbox) {
-    let mut results = Vec::with_capacity(ops.len());
-    let mut buildable = Vec::with_capacity(ops.len());
-    let mut commands = Vec::with_capacity(ops.len());
-    for op in ops {
-        match wire::command(&op, &wire.prefix, &wire.lists) {
-            Ok(c) => {
-                buildable.push(op);
-                commands.push(c);
-            }
-            Err(e) => {
-                tracing::error!(cause = %e, op = op.kind(), "cannot build a router command");
-                results.push((op, wire::build_failed(&e)));
-            }
-        }
-    }
+    let mut outcomes: Vec<Option<Outcome>> = ops.iter().map(|_| None).collect();
     {
+        // Indices of the ops whose command went out, in order; a build failure is answered at
+        // once and sends nothing.
+        let sent = Mutex::new(VecDeque::new());
+        let failed = Mutex::new(Vec::new());
+        // Indices, not `iter()`: a closure over `&Op` items makes the future not `Send`.
+        let commands = (0..ops.len()).filter_map(|i| {
+            let op = &ops[i];
+            match wire::command(op, &wire.prefix, &wire.lists) {
+                Ok(c) => {
+                    lock(&sent).push_back(i);
+                    Some(c)
+                }
+                Err(e) => {
+                    tracing::error!(cause = %e, op = op.kind(), "cannot build a router command");
+                    lock(&failed).push((i, wire::build_failed(&e)));
+                    None
+                }
+            }
+        });
         let mut replies = std::pin::pin!(client.pipeline_stream(commands));
-        let mut ops = buildable.into_iter();
         while let Some(reply) = replies.next().await {
-            let Some(op) = ops.next() else { break };
+            let Some(i) = lock(&sent).pop_front() else {
+                break;
+            };
+            let op = &ops[i];
             if tracing::enabled!(tracing::Level::DEBUG) {
                 tracing::debug!(op = op.kind(), value = %op.value(), ok = reply.is_ok(), "router command");
             }
-            let outcome = wire::outcome(&op, reply);
-            results.push((op, outcome));
+            outcomes[i] = Some(wire::outcome(op, reply));
         }
-        // A stream that ends early has lost the connection.
-        results.extend(ops.map(|op| (op, crate::engine::Outcome::Lost)));
+        for (i, outcome) in lock(&failed).drain(..) {
+            outcomes[i] = Some(outcome);
+        }
     }
+    // An op without an outcome was never answered: the stream ended early, the connection is
+    // lost.
+    let results = ops
+        .into_iter()
+        .zip(outcomes)
+        .map(|(op, outcome)| (op, outcome.unwrap_or(Outcome::Lost)))
+        .collect();
     report(&out, job, RouterEvent::OpsDone(results)).await;
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Streams the print of one list in chunks of rows.

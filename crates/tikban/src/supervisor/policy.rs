@@ -127,30 +127,14 @@ impl Policy {
         let new = match self.budget.limit {
             None => None,
             Some(limit) => {
-                // The N best ranks among the values the safety rules allow.
-                let mut heap: BinaryHeap<Reverse<u128>> =
-                    BinaryHeap::with_capacity(limit.min(1 << 20) + 1);
-                let mut eligible = 0usize;
-                for (value, expires_at, origin) in cache.iter() {
-                    if !self.safety.check(&value).is_enforce() {
-                        continue;
-                    }
-                    eligible += 1;
-                    let r = rank(&value, class(origin.as_str()), self.secs(expires_at));
-                    if heap.len() < limit {
-                        heap.push(Reverse(r));
-                    } else if heap.peek().is_some_and(|Reverse(min)| r > *min) {
-                        heap.pop();
-                        heap.push(Reverse(r));
-                    }
-                }
+                // Count first: under the limit (the usual case) no heap is built at all, and over
+                // it the heap holds exactly `limit + 1` ranks, never room for the limit's default.
+                let eligible = cache
+                    .iter()
+                    .filter(|(value, _, _)| self.safety.check(value).is_enforce())
+                    .count();
                 self.budget.excluded = eligible.saturating_sub(limit);
-                if eligible > limit {
-                    // limit 0: nothing fits.
-                    Some(heap.peek().map_or(u128::MAX, |Reverse(min)| *min))
-                } else {
-                    None
-                }
+                (eligible > limit).then(|| self.nth_best_rank(cache, limit))
             }
         };
         if new.is_none() {
@@ -171,6 +155,25 @@ impl Policy {
             }
         }
         flipped
+    }
+
+    /// The `limit`-th best rank among the values the safety rules allow (`u128::MAX` when the
+    /// limit is 0: nothing fits). A min-heap of the `limit` best, O(n log limit).
+    fn nth_best_rank(&self, cache: &DecisionCache, limit: usize) -> u128 {
+        let mut heap: BinaryHeap<Reverse<u128>> = BinaryHeap::with_capacity(limit + 1);
+        for (value, expires_at, origin) in cache.iter() {
+            if !self.safety.check(&value).is_enforce() {
+                continue;
+            }
+            let r = rank(&value, class(origin.as_str()), self.secs(expires_at));
+            if heap.len() < limit {
+                heap.push(Reverse(r));
+            } else if heap.peek().is_some_and(|Reverse(min)| r > *min) {
+                heap.pop();
+                heap.push(Reverse(r));
+            }
+        }
+        heap.peek().map_or(u128::MAX, |Reverse(min)| *min)
     }
 }
 
