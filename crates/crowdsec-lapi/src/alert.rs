@@ -7,7 +7,7 @@
 //! and truncated, and the number of events is capped, so an alert stays small whatever the log
 //! holds.
 //!
-//! What LAPI does with it (`docs/reference/crowdsec-lapi.md`, watcher notes):
+//! What LAPI does with it (`docs/reference/crowdsec-lapi.md` §10):
 //! - With `decisions` present, LAPI stores them as given (no profile is applied) and every
 //!   bouncer's stream carries them, with the origin given here (`crowdsec`).
 //! - A decision lasts from the alert's **`stop_at`** plus its `duration` (seen on 1.4.6), so

@@ -4,7 +4,7 @@
 //! [`Alert`] with a decision, LAPI hands the decision to every bouncer's stream, and an enrolled
 //! LAPI shares it with the Central API.
 //!
-//! Endpoints (`docs/reference/crowdsec-lapi.md`, watcher notes; `pkg/models/localapi_swagger.yaml`):
+//! Endpoints (`docs/reference/crowdsec-lapi.md` §10; `pkg/models/localapi_swagger.yaml`):
 //! - `POST /v1/watchers/login` with `{"machine_id","password","scenarios"}` answers
 //!   `{"code":200,"expire":"<RFC 3339>","token":"<JWT>"}`; the JWT lasts one hour (gin-jwt
 //!   `Timeout: time.Hour` in `pkg/apiserver/middlewares/v1/jwt.go`). A refused login is a 401

@@ -141,6 +141,10 @@ async fn follow_once(config: &ClientConfig, events: &mpsc::Sender<Event>) -> Res
     }
 }
 
+/// Clock difference with LAPI, in seconds, above which the watcher warns (once): a shared ban's
+/// duration counts from the alert's time (`docs/reference/crowdsec-lapi.md` §10).
+const CLOCK_SKEW_WARN: i64 = 60;
+
 /// The watcher task: logs in as the configured machine, checks each alert's source against
 /// LAPI's allowlists (1.6.6+; 1.4.6 has none, and the question is not asked again), and pushes
 /// the alerts. Answers arrive as [`Event::AlertsPushed`] and [`Event::LapiAllowlisted`].
@@ -151,6 +155,7 @@ pub fn spawn_watcher(
     let mut watcher = Watcher::new(config).map_err(|e| e.to_string())?;
     let (tx, mut rx) = mpsc::channel::<Vec<Alert>>(2);
     tokio::spawn(async move {
+        let mut clock_warned = false;
         while let Some(alerts) = rx.recv().await {
             let mut keep = Vec::with_capacity(alerts.len());
             for alert in alerts {
@@ -185,6 +190,17 @@ pub fn spawn_watcher(
                         Failure::new(kind, e.to_string())
                     })
             };
+            if let Some(offset) = watcher.clock_offset().filter(|o| o.abs() > CLOCK_SKEW_WARN) {
+                if !clock_warned {
+                    clock_warned = true;
+                    tracing::warn!(
+                        lapi_ahead_by_s = offset,
+                        "this router's clock and LAPI's differ: LAPI counts a shared ban from the \
+                         alert's time, so shared bans end early or late; set up NTP on the router \
+                         (/system/ntp/client)"
+                    );
+                }
+            }
             if events.send(Event::AlertsPushed(result)).await.is_err() {
                 return;
             }
