@@ -484,10 +484,10 @@ impl World {
             let address = t.words.iter().find_map(|w| w.strip_prefix(b"=address="));
             if let Some(a) = address {
                 let a = String::from_utf8_lossy(a);
-                let a = a
-                    .trim_end_matches("/32")
-                    .trim_end_matches("/128")
-                    .to_owned();
+                // A host's full prefix (`/32` for IPv4, `/128` for IPv6) is dropped; an IPv6
+                // network's `/32` is kept.
+                let host = if a.contains(':') { "/128" } else { "/32" };
+                let a = a.strip_suffix(host).unwrap_or(&a).to_owned();
                 *adds.entry(a).or_insert(0) += 1;
             }
         }
