@@ -3,15 +3,18 @@
 //! The real CrowdSec LAPI (Debian 1.4.6, unpacked under `target/`) with a fresh bouncer key,
 //! `routeros-sim` standing in for the router, and a release `tikban` configured only by
 //! environment variables, as on a router. Then, with `cscli`: ban an IPv4, an IPv6 and a range,
-//! show the router's address lists, unban one, show the metrics. Without `--once` it then keeps a
-//! live status line until Ctrl-C. Every step is also a checkpoint: `--once` (CI) exits non-zero
-//! if one fails. Everything it writes lives under `target/demo/`, removed on exit; every process
-//! it starts is stopped on exit.
+//! show the router's address lists, unban one, show the metrics. Then guard: failed logins are
+//! played into the router's log (the sim's control stdin), the attacker lands on the router's
+//! list, and `cscli` shows guard's alert and its decision in LAPI (tikban has machine
+//! credentials). Without `--once` it then keeps a live status line until Ctrl-C. Every step is
+//! also a checkpoint: `--once` (CI) exits non-zero if one fails. Everything it writes lives under
+//! `target/demo/`, removed on exit; every process it starts is stopped on exit.
 
 use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -30,6 +33,9 @@ const V6: &str = "crowdsec6-banned";
 /// tikban polls this often in the demo; every wait below allows a few polls.
 const POLL: &str = "2s";
 const WAIT: Duration = Duration::from_secs(30);
+/// The attacker of the guard step (TEST-NET-3) and the failed logins it makes.
+const ATTACKER: &str = "203.0.113.7";
+const FAILED_LOGINS: u32 = 10;
 
 /// Removes the demo's working directory when dropped.
 struct Workdir(PathBuf);
@@ -59,9 +65,11 @@ pub fn run(args: &[String]) -> Result<()> {
     let spin = spinner("starting the CrowdSec LAPI (Debian 1.4.6) with a fresh bouncer key");
     let lapi = Lapi::start_in(&work.0);
     let key = lapi.add_bouncer("tikban-demo");
+    // A machine (watcher) for guard, so its bans are shared through LAPI as alerts.
+    let machine = lapi.add_machine("tikban-demo-router");
     done(&spin, format!("LAPI listening on {}", lapi.url()));
 
-    let sim = procs::Sim::start(&bins.sim, None)?;
+    let mut sim = ControlledSim::start(&bins.sim)?;
     let router = sim.addr;
     let mut session = Session::login(router, USER, PASSWORD)?;
     add_drop_rules(&mut session)?;
@@ -70,7 +78,15 @@ pub fn run(args: &[String]) -> Result<()> {
     );
 
     let metrics_port = free_port()?;
-    let mut tikban = start_tikban(&bins.tikban, &lapi, &key, router, metrics_port, &work.0)?;
+    let mut tikban = start_tikban(
+        &bins.tikban,
+        &lapi,
+        &key,
+        &machine,
+        router,
+        metrics_port,
+        &work.0,
+    )?;
     let spin = spinner("tikban: first LAPI snapshot and router sync");
     wait_for(
         &spin,
@@ -165,6 +181,15 @@ pub fn run(args: &[String]) -> Result<()> {
     checkpoint("one router command per change: 3 adds, 1 remove");
     let (_, health) = http_get(metrics_port, "/health")?;
     println!("  /health: {}", health.trim());
+
+    guard_step(
+        &lapi,
+        &mut sim,
+        &mut session,
+        metrics_port,
+        &mut tikban,
+        &work.0,
+    )?;
 
     if once {
         headline("demo ok");
@@ -362,6 +387,7 @@ fn start_tikban(
     bin: &Path,
     lapi: &Lapi,
     key: &str,
+    machine: &(String, String),
     router: SocketAddr,
     metrics_port: u16,
     work: &Path,
@@ -374,6 +400,8 @@ fn start_tikban(
         ("MIKROTIK_HOST", router.to_string()),
         ("MIKROTIK_USER", USER.to_owned()),
         ("MIKROTIK_PASS", PASSWORD.to_owned()),
+        ("CROWDSEC_MACHINE_ID", machine.0.clone()),
+        ("CROWDSEC_MACHINE_PASSWORD", machine.1.clone()),
         ("METRICS_ADDR", "127.0.0.1".to_owned()),
         ("METRICS_PORT", metrics_port.to_string()),
     ];
@@ -395,6 +423,195 @@ fn start_tikban(
         .spawn()
         .with_context(|| format!("start {}", bin.display()))?;
     Ok(Reaper(child))
+}
+
+/// Step 4: a login brute force against the router, caught by guard from the router's own log,
+/// banned on the router and shared through LAPI.
+fn guard_step(
+    lapi: &Lapi,
+    sim: &mut ControlledSim,
+    session: &mut Session,
+    metrics_port: u16,
+    tikban: &mut Reaper,
+    work: &Path,
+) -> Result<()> {
+    headline("4. guard: a login brute force against the router itself");
+    let spin = spinner("guard follows the router log over the API");
+    wait_for(
+        &spin,
+        "guard's log follower",
+        || {
+            let (_, m) = http_get(metrics_port, "/metrics")?;
+            Ok(metric(&m, "tikban_guard_log_connected") == Some(1.0))
+        },
+        tikban,
+        work,
+    )?;
+    done(
+        &spin,
+        "guard follows the router log (/log/print =follow-only=)",
+    );
+    println!(
+        "  the router logs {FAILED_LOGINS} failed ssh logins from {ATTACKER} within 2 s (played \
+         into routeros-sim's log):"
+    );
+    let first = Instant::now();
+    // The list is read after each line, so the demo shows at which failure the ban landed.
+    let mut seen: Option<(u32, Duration)> = None;
+    for i in 0..FAILED_LOGINS {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let line = format!("login failure for user admin from {ATTACKER} via ssh");
+        sim.control(&format!("log system,error,critical {line}"))?;
+        if i < 2 || i == FAILED_LOGINS - 1 {
+            println!("    system,error,critical {line}");
+        } else if i == 2 {
+            println!("    …");
+        }
+        if seen.is_none() && addresses(session)?.iter().any(|a| a == ATTACKER) {
+            seen = Some((i + 1, first.elapsed()));
+        }
+    }
+    let spin = spinner("waiting for guard's ban on the router");
+    wait_for(
+        &spin,
+        "guard's ban on the router",
+        || Ok(addresses(session)?.iter().any(|a| a == ATTACKER)),
+        tikban,
+        work,
+    )?;
+    let (n, at) = seen.unwrap_or((FAILED_LOGINS, first.elapsed()));
+    done(
+        &spin,
+        format!(
+            "{ATTACKER} was on the router's drop list by failed login {n} of {FAILED_LOGINS}, \
+             {:.1} s after the first (guard bans at the 6th: capacity 5, leakspeed 10s)",
+            at.as_secs_f64()
+        ),
+    );
+    print_lists(session)?;
+    checkpoint("guard banned the attacker on the router, comment `tikban guard:login-bf`");
+
+    let spin = spinner("waiting for guard's alert in LAPI (tikban posts it as a machine)");
+    wait_for(
+        &spin,
+        "guard's alert in cscli alerts list",
+        || {
+            let out = lapi.cscli(&["alerts", "list", "-o", "json"]);
+            let alerts: serde_json::Value = serde_json::from_str(out.trim())?;
+            Ok(alerts.as_array().is_some_and(|a| {
+                a.iter().any(|a| {
+                    a["scenario"] == "tikban/routeros-login-bf" && a["source"]["value"] == ATTACKER
+                })
+            }))
+        },
+        tikban,
+        work,
+    )?;
+    done(&spin, "the alert is in LAPI");
+    println!("  cscli alerts list");
+    indent(&lapi.cscli(&["alerts", "list"]));
+    println!("  cscli decisions list");
+    let table = lapi.cscli(&["decisions", "list"]);
+    indent(&table);
+    let decisions: serde_json::Value =
+        serde_json::from_str(lapi.cscli(&["decisions", "list", "-o", "json"]).trim())
+            .context("cscli decisions list -o json")?;
+    // 1.4.6 lists alerts, each with its decisions; a bare decision is accepted too.
+    let is_ban = |d: &serde_json::Value| {
+        d["value"] == ATTACKER && d["type"] == "ban" && d["scenario"] == "tikban/routeros-login-bf"
+    };
+    let shared = decisions.as_array().is_some_and(|items| {
+        items.iter().any(|a| {
+            is_ban(a)
+                || a["decisions"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(is_ban))
+        })
+    });
+    if !shared {
+        bail!("no ban of {ATTACKER} by tikban/routeros-login-bf in cscli decisions list:\n{table}");
+    }
+    checkpoint("guard's ban is a LAPI decision: every bouncer of this LAPI blocks the attacker");
+    let (_, metrics) = http_get(metrics_port, "/metrics")?;
+    for line in metrics.lines().filter(|l| {
+        l.starts_with("tikban_guard_bans_total")
+            || l.starts_with("tikban_guard_alerts_total")
+            || l.starts_with("tikban_guard_events_total{service=\"ssh\"")
+    }) {
+        println!("  {line}");
+    }
+    Ok(())
+}
+
+/// Prints command output indented under its command line.
+fn indent(text: &str) {
+    for line in text.lines() {
+        println!("    {line}");
+    }
+}
+
+/// `routeros-sim` with `--control-stdin`: the demo plays router log lines through its control
+/// language (`log <topics> <message>`), as the router would log them.
+struct ControlledSim {
+    _proc: Reaper,
+    addr: SocketAddr,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl ControlledSim {
+    fn start(bin: &Path) -> Result<ControlledSim> {
+        let mut child = Command::new(bin)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--user",
+                USER,
+                "--password",
+                PASSWORD,
+                "--control-stdin",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("start {}", bin.display()))?;
+        let stdin = child.stdin.take().context("routeros-sim stdin")?;
+        let stdout = child.stdout.take().context("routeros-sim stdout")?;
+        let proc = Reaper(child);
+        let mut stdout = BufReader::new(stdout);
+        let mut line = String::new();
+        stdout
+            .read_line(&mut line)
+            .context("read routeros-sim output")?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .with_context(|| format!("routeros-sim printed {line:?}"))?
+            .parse()
+            .context("routeros-sim address")?;
+        Ok(ControlledSim {
+            _proc: proc,
+            addr,
+            stdin,
+            stdout,
+        })
+    }
+
+    /// Sends one control line; its `ok` answer, or an error with the sim's reason.
+    fn control(&mut self, line: &str) -> Result<String> {
+        writeln!(self.stdin, "{line}").context("write to routeros-sim's control stdin")?;
+        self.stdin.flush()?;
+        let mut answer = String::new();
+        if self.stdout.read_line(&mut answer)? == 0 {
+            bail!("routeros-sim closed its control output");
+        }
+        match answer.trim_end().strip_prefix("ok") {
+            Some(rest) => Ok(rest.trim_start().to_owned()),
+            None => bail!("routeros-sim refused {line:?}: {}", answer.trim_end()),
+        }
+    }
 }
 
 /// Every address on both lists, sorted.
@@ -425,13 +642,13 @@ fn rows(session: &mut Session) -> Result<Vec<(&'static str, Attributes)>> {
 /// The router's address lists as a table.
 fn print_lists(session: &mut Session) -> Result<()> {
     println!(
-        "  {:<18} {:<24} {:<16} {:<14} dynamic",
+        "  {:<18} {:<24} {:<16} {:<22} dynamic",
         "list", "address", "timeout", "comment"
     );
     for (list, r) in rows(session)? {
         let get = |k: &str| r.get_lossy(k).map(|v| v.into_owned()).unwrap_or_default();
         println!(
-            "  {:<18} {:<24} {:<16} {:<14} {}",
+            "  {:<18} {:<24} {:<16} {:<22} {}",
             list,
             get("address"),
             get("timeout"),
