@@ -12,6 +12,13 @@
 //!   address, the router, the LAPI host, admin sessions, the allowlist, …) is dropped before it
 //!   is a ban or an alert. A wrong `MIKROTIK_PASS` makes the router log failed logins from the
 //!   container's address: that address is protected.
+//! - **Shared only what the router would take**: a detection is checked against the safety rules
+//!   as they stand, but the admin sessions they know may be older than the write's own check
+//!   (`/user/active` is read again before a write when the last read is older than
+//!   [`SESSIONS_FRESH`]). Then the alert is held until that read is answered and checked again:
+//!   an admin who logged in since the last read is neither banned on the router nor shared with
+//!   every other bouncer of the LAPI. At most [`HOLD_MAX`]: a router that does not answer does
+//!   not hold sharing for ever.
 //! - **Resume without re-counting**: live rows are counted at their arrival time. After a
 //!   (re)connect the follower sends the recent buffer first (`backfill`); rows whose `.id` was
 //!   already seen are skipped (a router that rebooted starts its ids again: then every row is
@@ -22,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crowdsec_lapi::{Alert, AlertQueue, BanAlert, Batch, BatchAdd, GoDuration, Label, Value};
 
-use super::{Action, Failure, FailureKind, Supervisor};
+use super::{Action, Failure, FailureKind, JobKind, RouterState, SESSIONS_FRESH, Supervisor};
 use crate::guard::{Detection, Guard, Timestamp};
 use crate::metrics;
 use crate::safety::Verdict;
@@ -48,6 +55,8 @@ pub const ALERT_BATCH: usize = 32;
 const MAX_RECENT_BANS: usize = 1024;
 /// Scenario version sent with alerts.
 const SCENARIO_VERSION: &str = "0.1";
+/// The longest an alert waits for a fresh read of the admin sessions.
+pub const HOLD_MAX: Duration = Duration::from_secs(30);
 
 /// Guard's state in the supervisor.
 #[derive(Debug)]
@@ -59,6 +68,8 @@ pub(super) struct GuardState {
     next_id: i64,
     /// Alerts for LAPI, when machine credentials are set.
     alerts: Option<AlertQueue>,
+    /// Alerts waiting for a fresh read of the admin sessions: (source, detected at, alert).
+    held: VecDeque<(Value, Instant, Alert)>,
     /// An alert push is in flight.
     pushing: bool,
     /// Recent local bans (value, decision id), newest last.
@@ -78,6 +89,7 @@ impl GuardState {
             last_id: None,
             next_id: -1,
             alerts: share.then(|| AlertQueue::new(ALERT_QUEUE, ALERT_BATCH)),
+            held: VecDeque::new(),
             pushing: false,
             recent: VecDeque::new(),
             bans: [0; 3],
@@ -163,6 +175,9 @@ impl Supervisor {
             tracing::info!(source = %value, scenario = d.scenario.name(), reason = reason.label(), "guard detection not banned: {}", reason.why());
             return;
         }
+        // Whether the admin sessions the verdict used are as fresh as the write's own check
+        // wants them; if not, the alert waits for that check (module docs).
+        let fresh_sessions = !self.sessions_stale(now);
         let Some(g) = self.guard.as_mut() else {
             return;
         };
@@ -203,7 +218,16 @@ impl Supervisor {
                     ("source_ip", &d.source.to_string()),
                 ],
             );
-            q.push(alert);
+            if fresh_sessions {
+                q.push(alert);
+            } else {
+                if g.held.len() == ALERT_QUEUE
+                    && let Some((_, _, oldest)) = g.held.pop_front()
+                {
+                    q.push(oldest);
+                }
+                g.held.push_back((value, now, alert));
+            }
         }
         let mut batch = Batch::new(false);
         batch.push_add(BatchAdd {
@@ -215,8 +239,54 @@ impl Supervisor {
         self.apply(now, batch);
     }
 
+    /// True when a write would read `/user/active` first: admin sessions are protected and
+    /// readable, and the last read is older than [`SESSIONS_FRESH`] or still being answered.
+    fn sessions_stale(&self, now: Instant) -> bool {
+        if !self.settings.safety.protections.admin_sessions || self.sessions_unreadable {
+            return false;
+        }
+        self.sessions_reading()
+            || self
+                .sessions_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= SESSIONS_FRESH)
+    }
+
+    fn sessions_reading(&self) -> bool {
+        matches!(
+            &self.router,
+            RouterState::Connected { job: Some(j), .. } if j.kind == JobKind::Sessions
+        )
+    }
+
+    /// Held alerts whose sessions were read since (or that waited [`HOLD_MAX`]) are checked
+    /// again: queued, or dropped when their source is protected now.
+    fn release_held(&mut self, now: Instant) {
+        let reading = self.sessions_reading();
+        let unheld = !self.settings.safety.protections.admin_sessions || self.sessions_unreadable;
+        let read_at = self.sessions_at;
+        let Some(g) = self.guard.as_mut() else {
+            return;
+        };
+        while let Some((value, at, _)) = g.held.front() {
+            let read_since = !reading && read_at.is_some_and(|r| r > *at);
+            if !(unheld || read_since || now.saturating_duration_since(*at) >= HOLD_MAX) {
+                break;
+            }
+            let value = *value;
+            let Some((_, _, alert)) = g.held.pop_front() else {
+                break;
+            };
+            if let Verdict::Skip(reason) = self.policy.verdict(&value) {
+                tracing::info!(source = %value, reason = reason.label(), "guard alert not shared: {}", reason.why());
+            } else if let Some(q) = g.alerts.as_mut() {
+                q.push(alert);
+            }
+        }
+    }
+
     /// The next alert push, when one is due.
     pub(super) fn alert_action(&mut self, now: Instant) -> Option<Action> {
+        self.release_held(now);
         let g = self.guard.as_mut()?;
         if g.pushing {
             return None;
@@ -226,13 +296,18 @@ impl Supervisor {
         Some(Action::PushAlerts(batch))
     }
 
-    /// When the next alert push may start.
+    /// When the next alert push may start, or a held alert's wait ends.
     pub(super) fn alert_timeout(&self, now: Instant) -> Option<Instant> {
         let g = self.guard.as_ref()?;
+        let held = g.held.front().map(|(_, at, _)| *at + HOLD_MAX);
         if g.pushing {
-            return None;
+            return held;
         }
-        g.alerts.as_ref()?.next_attempt(now)
+        let next = g.alerts.as_ref().and_then(|q| q.next_attempt(now));
+        match (next, held) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The answer to [`Action::PushAlerts`].
