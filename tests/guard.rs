@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use routeros_proto::{Decoder, Limits, Reply, ReplyKind, login};
 use routeros_sim::{Direction, Family};
 use support::{Tikban, USER, V4, World, tail, wait_for, with_env};
+use tikban::supervisor::SESSIONS_FRESH;
 
 /// Start-up, first sync, and any wait whose bound is not what is tested.
 const SETUP: Duration = Duration::from_secs(60);
@@ -524,11 +525,14 @@ fn a_hostile_user_name_never_bans_the_address_it_names() {
 // === 5. Allowlist and admin sessions ===
 
 /// Guard never bans an address on `ALLOWLIST`, nor the address of an admin logged in to the
-/// router (`/user/active`, read by the first sync): their failures are detected, refused
-/// (logged with the reason) and never written or shared. An attacker in the same run is banned
-/// (progress).
+/// router (`/user/active`): their failures are detected, refused (logged with the reason) and
+/// never written or shared. Two admins: one logged in before tikban started (known at once),
+/// one who logs in later, more than the freshness window (`SESSIONS_FRESH`, 10 s,
+/// `docs/safety.md`) before the failures, so the write's fresh read of `/user/active` finds it
+/// after the detection. An attacker in the same run is banned and shared (progress).
 ///
-/// Fails if guard's detections bypass the allowlist or the admin-session protection.
+/// Fails if guard's detections bypass the allowlist or the admin-session protection, or if guard
+/// shares with LAPI a ban the router refused (every other bouncer would lock the admin out).
 #[test]
 fn guard_never_bans_an_allowlisted_address_or_an_admins_address() {
     let w = World::start();
@@ -560,6 +564,36 @@ fn guard_never_bans_an_allowlisted_address_or_an_admins_address() {
     );
     wait_refused(&mut t, "198.51.100.60", "admin-session");
 
+    // A second admin logs in; the failures from that address come after the last read of
+    // `/user/active` is older than the freshness window, so the write reads it again first.
+    w.sim
+        .add_active_session("admin2", "198.51.100.61", "winbox")
+        .unwrap();
+    std::thread::sleep(SESSIONS_FRESH + Duration::from_secs(1));
+    attack(
+        &w,
+        10,
+        Duration::from_secs(1),
+        "admin2",
+        "198.51.100.61",
+        "ssh",
+    );
+    t.wait("the write path refusing 198.51.100.61", SETUP, |t| {
+        t.output().lines().any(|l| {
+            l.contains("ban not enforced")
+                && l.contains("value=198.51.100.61 ")
+                && l.contains("admin-session")
+        })
+    });
+    // And guard, having waited for that read, does not share it.
+    t.wait("guard not sharing 198.51.100.61", SETUP, |t| {
+        t.output().lines().any(|l| {
+            l.contains("guard alert not shared")
+                && l.contains("source=198.51.100.61 ")
+                && l.contains("admin-session")
+        })
+    });
+
     attack(
         &w,
         10,
@@ -580,7 +614,7 @@ fn guard_never_bans_an_allowlisted_address_or_an_admins_address() {
         },
     );
 
-    for protected in ["192.0.2.50", "198.51.100.60"] {
+    for protected in ["192.0.2.50", "198.51.100.60", "198.51.100.61"] {
         assert_eq!(
             adds(&w, protected),
             0,
@@ -592,7 +626,7 @@ fn guard_never_bans_an_allowlisted_address_or_an_admins_address() {
     assert!(
         !alerts
             .iter()
-            .any(|(_, v)| v == "192.0.2.50" || v == "198.51.100.60"),
+            .any(|(_, v)| ["192.0.2.50", "198.51.100.60", "198.51.100.61"].contains(&v.as_str())),
         "a protected address was shared with LAPI: {alerts:?}"
     );
     assert_eq!(w.addresses(Family::V4, V4), ["203.0.113.50"]);
