@@ -13,6 +13,8 @@
 //!    per structure from the counting allocator.
 //! 6. Footprint: binary and image tar sizes from `dist/` (never rebuilt here).
 //! 7. Guard replay: `tikban guard replay` over a generated 1,000,000-line log ([`guard`]).
+//! 8. Entry budget: the cold sync of scenario 1 with `MAX_ENTRIES` at 30 % of N; wall time against
+//!    the floor of the entries kept, writes, peak RSS (≤ 16 MiB at 100k).
 //!
 //! These are benchmarks, not tests: nothing here runs under `cargo test` except the unit tests of
 //! the pure helpers. `docs/benchmarks.md` records a run.
@@ -190,6 +192,10 @@ pub fn run(args: &[String]) -> Result<()> {
             import_up_to(&lapi, &mut held, n)?;
             cold_and_warm(&mut b, &lapi, n)?;
         }
+        if sizes_sync.contains(&n) && wanted(8) {
+            import_up_to(&lapi, &mut held, n)?;
+            budget(&mut b, &lapi, n)?;
+        }
         if sizes_mem.contains(&n) && wanted(5) {
             memory(&mut b, &lapi, &mut held, n)?;
         }
@@ -221,8 +227,8 @@ pub fn run(args: &[String]) -> Result<()> {
 fn parse_only(list: &str) -> Result<Vec<u8>> {
     list.split(',')
         .map(|s| match s.trim().parse::<u8>() {
-            Ok(n @ 1..=7) => Ok(n),
-            _ => bail!("bench: --only takes scenario numbers 1 to 7, comma-separated; got {s:?}"),
+            Ok(n @ 1..=8) => Ok(n),
+            _ => bail!("bench: --only takes scenario numbers 1 to 8, comma-separated; got {s:?}"),
         })
         .collect()
 }
@@ -324,6 +330,48 @@ fn cold_and_warm(b: &mut Bench, lapi: &Lapi, n: usize) -> Result<()> {
     drop(sim);
     b.push(Row::new(&s1, "window 1: wall time (baseline)", wall, "s"));
     b.push(Row::new(&s1, "window 1: ratio to floor", wall / floor, "x"));
+    Ok(())
+}
+
+/// Scenario 8: a cold sync of `n` decisions with an entry budget of 30 % of them (issue 14): the
+/// budget's cost is one write per entry kept, at the floor, and memory stays within 16 MiB at
+/// 100k.
+fn budget(b: &mut Bench, lapi: &Lapi, n: usize) -> Result<()> {
+    let s8 = format!("8 budget 30 % N={}", human(n));
+    let limit = n * 3 / 10;
+    let floor = limit as f64 * RB5009.per_write_ms / 1000.0;
+    let within = Duration::from_secs_f64(floor * 10.0 + 120.0);
+    eprintln!("=== bench: {s8}");
+    let sim = Sim::start(&b.sim, Some(RB5009))?;
+    let key = lapi.add_bouncer(&format!("bench-budget-{n}"));
+    let max = limit.to_string();
+    let mut t = Tikban::start(
+        &b.tikban,
+        &lapi.url(),
+        &key,
+        sim.addr,
+        b.work.path(),
+        &[("MAX_ENTRIES", &max)],
+    )?;
+    let wall = t.wait_healthy(within, |_| {})?.as_secs_f64();
+    let cmds = t.commands()?;
+    let (hwm, _) = t.terminate(Duration::from_secs(30))?;
+    let on_router = sim.count()?;
+    if on_router != limit {
+        bail!("{s8}: the router holds {on_router} entries, expected the budget, {limit}");
+    }
+    b.push(Row::new(&s8, "wall time to converged", wall, "s").limit(1.1 * floor));
+    b.push(Row::new(&s8, "write commands", writes(&cmds) as f64, "cmds").limit(limit as f64));
+    let mut rss = Row::new(
+        &s8,
+        "peak RSS (VmHWM), host build",
+        hwm as f64 / (1024.0 * 1024.0),
+        "MiB",
+    );
+    if n == 100_000 {
+        rss = rss.limit(16.0);
+    }
+    b.push(rss);
     Ok(())
 }
 
