@@ -280,6 +280,59 @@ fn lapi_outage_keeps_entries_and_converges_after() {
     assert!(t.is_running());
 }
 
+/// The poison pill of issue 17 (item 1), end to end: LAPI 1.4.6 takes a 17 KiB `--reason`, which
+/// it sends as the decision's `scenario`, past the 16 KiB element limit. The element is skipped
+/// with one warning naming it; the rest of the snapshot applies, a new ban reaches the router
+/// within a poll or two, and the snapshot that follows a LAPI outage (it holds the element again)
+/// is skipped the same way without a second warning. Before, every poll failed for good.
+#[test]
+fn a_17_kib_decision_is_skipped_with_one_warning_and_new_bans_still_apply() {
+    const WARNING: &str = "larger than the per-element limit";
+    let w = World::start();
+    let url = w.lapi.url();
+    let lapi_addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let proxy = Proxy::start(&w.rt, lapi_addr.parse().unwrap());
+    w.lapi.add_decision("192.0.2.40", "4h", &[]);
+    w.lapi
+        .add_decision("192.0.2.41", "4h", &["--reason", &"r".repeat(17 * 1024)]);
+    let env = w.env_for(&format!("http://{}/", proxy.addr), w.server.addr(), 0);
+    let mut t = Tikban::start(&env);
+    t.wait_healthy(POLL);
+    w.wait_until("the snapshot", POLL, |w| {
+        w.addresses(Family::V4, V4) == ["192.0.2.40"]
+    });
+    let polls = t.metric(POLLS_OK);
+    w.lapi.add_decision("192.0.2.42", "4h", &[]);
+    w.wait_until("the new ban", POLL, |w| {
+        w.addresses(Family::V4, V4) == ["192.0.2.40", "192.0.2.42"]
+    });
+    // The poll in flight, the one that carries the ban, and one for the 100 ms sampling.
+    assert!(t.metric(POLLS_OK) <= polls + 3.0, "{}", t.output());
+    assert_eq!(t.metric(POLLS_ERROR), 0.0, "{}", t.output());
+
+    // A failed poll asks for a new snapshot, which holds the element again.
+    proxy.cut();
+    t.wait_metric(POLLS_ERROR, 1.0, POLL);
+    w.lapi.add_decision("192.0.2.43", "4h", &[]);
+    proxy.restore();
+    w.wait_until(
+        "the snapshot after the outage",
+        Duration::from_secs(60),
+        |w| w.addresses(Family::V4, V4) == ["192.0.2.40", "192.0.2.42", "192.0.2.43"],
+    );
+    let skipped = "tikban_lapi_skipped_decisions_total";
+    assert!(t.metric(skipped) >= 2.0, "skipped in both snapshots");
+    let out = t.output();
+    let warnings: Vec<&str> = out.lines().filter(|l| l.contains(WARNING)).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("WARN") && warnings[0].contains("value=192.0.2.41"),
+        "{}",
+        warnings[0]
+    );
+    assert!(t.terminate().success(), "{}", support::tail(&t.output()));
+}
+
 #[test]
 fn router_reboot_is_repaired() {
     let w = World::start();

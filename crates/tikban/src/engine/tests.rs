@@ -345,6 +345,59 @@ fn a_warm_restart_writes_nothing() {
     assert_eq!(e.owned_count(Family::V4), 200);
 }
 
+/// Issue 17 item 2: what router rows feed is bounded. One reconcile queues at most
+/// `max_removals` removals of unwanted owned rows (the rest are deferred to the next reconcile),
+/// and a print longer than `row_limit` (2 × cache + slack) is abandoned with the old view kept.
+#[test]
+fn router_rows_bound_the_removals_queued_and_the_rows_of_a_print() {
+    let t0 = Instant::now();
+    let mut cache = DecisionCache::new(t0);
+    ban(&mut cache, "192.0.2.1", 1, 3600, t0);
+    let mut e = engine(t0);
+    e.config.max_removals = 10;
+    let row = |i: u32, addr: &str| RouterRow {
+        id: format!("*{:X}", i + 1),
+        address: addr.into(),
+        timeout: Some(Duration::from_secs(3590)),
+        comment: Some("tikban cscli".into()),
+    };
+    e.begin_reconcile(Family::V4, &cache);
+    for i in 0..25u32 {
+        let unwanted = row(i, &format!("203.0.113.{i}"));
+        e.reconcile_row(unwanted, &cache, t0).unwrap();
+    }
+    let done = e.finish_reconcile(&cache);
+    assert_eq!((done.ops.len(), done.deferred), (10, 15), "{done:?}");
+    assert!(done.ops.iter().all(|op| matches!(op, Op::Remove { .. })));
+
+    e.set_row_slack(5);
+    let limit = reconcile::row_limit(cache.len(), 5);
+    assert_eq!(limit, 7);
+    e.begin_reconcile(Family::V4, &cache);
+    e.reconcile_row(row(100, "192.0.2.1"), &cache, t0).unwrap();
+    for i in 1..limit as u32 {
+        e.reconcile_row(row(100 + i, "198.51.100.1"), &cache, t0)
+            .unwrap();
+    }
+    let err = e
+        .reconcile_row(row(200, "198.51.100.1"), &cache, t0)
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ReconcileError::TooManyRows {
+            family: Family::V4,
+            limit: 7
+        }
+    );
+    assert!(
+        err.to_string().contains("abandoning the reconcile"),
+        "{err}"
+    );
+    e.abandon_reconcile();
+    // The view of the first reconcile stays: it did not hold 192.0.2.1.
+    assert_eq!(e.owned_count(Family::V4), 0);
+}
+
 #[test]
 fn removal_during_an_inflight_add_is_applied_after_the_add() {
     let t0 = Instant::now();
