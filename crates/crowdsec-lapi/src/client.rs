@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::HeaderValue;
-use http::{Method, StatusCode};
+use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use secrecy::{ExposeSecret, SecretString};
@@ -24,6 +24,10 @@ use crate::http::{
 use crate::metrics::UsageMetrics;
 use crate::stream_parser::{DecisionStream, ParseError, StreamEvent, StreamParser, StreamStats};
 use crate::text::{MAX_PEER_TEXT, peer_text, redact_url};
+
+/// Backstop for the response headers of a `startup=true` snapshot. The caller's overall deadline
+/// for the snapshot (tikban: 10 × `CROWDSEC_POLL_TIMEOUT`, at least 5 min) ends the wait first.
+const SNAPSHOT_HEADERS_WITHIN: Duration = Duration::from_secs(3600);
 
 /// A request to LAPI failed. The caller keeps its previous state and retries with a
 /// backoff (the daemon owns the retry policy). Messages never contain the API key.
@@ -479,7 +483,17 @@ impl LapiClient {
             },
             self.filter_query
         );
-        let (resp, sender) = self.send(Method::GET, &path, Bytes::new(), true).await?;
+        // A snapshot's headers come only once LAPI has read and encoded every decision: with a
+        // million, that can take minutes on a small LAPI host. Its wait is bounded by the
+        // snapshot's overall deadline (the caller's), not by the request timeout.
+        let headers_within = if startup {
+            SNAPSHOT_HEADERS_WITHIN
+        } else {
+            self.ep.request_timeout
+        };
+        let (resp, sender) = self
+            .send_waiting(Method::GET, &path, Bytes::new(), headers_within)
+            .await?;
         let status = resp.status();
         let length = resp
             .headers()
@@ -583,6 +597,7 @@ impl LapiClient {
         peer_text(text, key, MAX_PEER_TEXT)
     }
 
+    /// Sends a request; its response headers may take up to the request timeout.
     async fn send(
         &mut self,
         method: Method,
@@ -596,24 +611,55 @@ impl LapiClient {
         ),
         LapiError,
     > {
+        let req = self.build(method, path, body, auth)?;
+        self.ep.send(&mut self.conn, req).await
+    }
+
+    /// An authenticated request whose response headers may take up to `headers_within`.
+    async fn send_waiting(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        headers_within: Duration,
+    ) -> Result<
+        (
+            http::Response<hyper::body::Incoming>,
+            SendRequest<Full<Bytes>>,
+        ),
+        LapiError,
+    > {
+        let req = self.build(method, path, body, true)?;
+        self.ep
+            .send_waiting(&mut self.conn, req, headers_within)
+            .await
+    }
+
+    /// The request, with the API key when `auth`.
+    fn build(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        auth: bool,
+    ) -> Result<Request<Full<Bytes>>, LapiError> {
         let mut builder = self.ep.request(method, path);
         if auth {
             if let Some(k) = &self.api_key {
                 builder = builder.header("X-Api-Key", k.clone());
             }
         }
-        let req = builder
+        // The kept-alive connection is reused unless the server closed it. It is handed back to
+        // the caller, which returns it to `self.conn` only after reading the whole response; on
+        // any error it is dropped and the next request reconnects.
+        builder
             .body(Full::new(body))
             .map_err(|_| LapiError::Status {
                 endpoint: "request",
                 expected: 0,
                 status: 0,
                 message: format!("cannot build a request for path {path:?}"),
-            })?;
-        // Reuse the kept-alive connection unless the server closed it. It is handed back to the
-        // caller, which returns it to `self.conn` only after reading the whole response; on any
-        // error it is dropped and the next request reconnects.
-        self.ep.send(&mut self.conn, req).await
+            })
     }
 }
 

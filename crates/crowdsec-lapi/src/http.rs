@@ -195,6 +195,22 @@ impl Endpoint {
         ),
         LapiError,
     > {
+        self.send_waiting(conn, req, self.request_timeout).await
+    }
+
+    /// [`send`](Self::send), waiting up to `headers_within` for the response headers.
+    pub(crate) async fn send_waiting(
+        &self,
+        conn: &mut Option<SendRequest<Full<Bytes>>>,
+        req: Request<Full<Bytes>>,
+        headers_within: Duration,
+    ) -> Result<
+        (
+            http::Response<hyper::body::Incoming>,
+            SendRequest<Full<Bytes>>,
+        ),
+        LapiError,
+    > {
         let mut sender = match conn.take() {
             Some(c) if !c.is_closed() => c,
             _ => self.connect().await?,
@@ -203,12 +219,12 @@ impl Endpoint {
             sender.ready().await?;
             sender.send_request(req).await
         };
-        match tokio::time::timeout(self.request_timeout, sent).await {
+        match tokio::time::timeout(headers_within, sent).await {
             Ok(Ok(resp)) => Ok((resp, sender)),
             Ok(Err(e)) => Err(LapiError::Http(e)),
             Err(_) => Err(LapiError::Timeout {
                 phase: "response headers",
-                after: self.request_timeout,
+                after: headers_within,
             }),
         }
     }

@@ -20,6 +20,8 @@ enum Script {
     Trickle(Vec<u8>, Duration),
     /// Writes a whole response and closes.
     Full(Vec<u8>),
+    /// Waits, then writes a whole response and closes (a LAPI encoding a large answer).
+    Late(Duration, Vec<u8>),
 }
 
 /// A server that answers its n-th connection with `scripts[n]` and reports each request line.
@@ -66,6 +68,11 @@ async fn run(mut sock: TcpStream, script: Script, tx: mpsc::UnboundedSender<Stri
             }
         }
         Script::Full(bytes) => {
+            let _ = sock.write_all(&bytes).await;
+            let _ = sock.shutdown().await;
+        }
+        Script::Late(wait, bytes) => {
+            tokio::time::sleep(wait).await;
             let _ = sock.write_all(&bytes).await;
             let _ = sock.shutdown().await;
         }
@@ -134,6 +141,47 @@ async fn a_stalled_body_ends_at_the_deadline_and_the_next_poll_is_a_snapshot() {
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert!(lines[1].contains("startup=false"), "{lines:?}");
     assert!(lines[2].contains("startup=true"), "{lines:?}");
+}
+
+/// LAPI answers a snapshot only once it has read and encoded every decision (minutes with a
+/// million on a small host): a snapshot's headers may take longer than the request timeout, up
+/// to its overall deadline. A delta's headers still may not.
+#[tokio::test]
+async fn a_snapshot_may_answer_later_than_the_request_timeout_a_delta_may_not() {
+    let late = Duration::from_millis(1600);
+    let (url, _requests) = serve(vec![
+        Script::Late(late, response("200 OK", BODY)),
+        Script::Late(late, response("200 OK", r#"{"deleted":null,"new":null}"#)),
+    ])
+    .await;
+    let mut cfg = LapiConfig::new(&url).with_api_key(KEY);
+    cfg.request_timeout = Duration::from_secs(1);
+    let mut c = LapiClient::new(cfg).expect("client");
+    let started = Instant::now();
+    let (cache, stats) = c
+        .poll_snapshot(Instant::now() + Duration::from_secs(20))
+        .await
+        .expect("a late snapshot within its deadline is taken");
+    assert!(started.elapsed() >= late);
+    assert_eq!(stats.new, 2);
+    assert!(!cache.is_empty());
+
+    let started = Instant::now();
+    let err = c
+        .poll(Instant::now() + Duration::from_secs(20))
+        .await
+        .expect_err("a delta's headers are bounded by the request timeout");
+    assert!(
+        matches!(
+            err,
+            LapiError::Timeout {
+                phase: "response headers",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(started.elapsed() < late, "{:?}", started.elapsed());
 }
 
 /// An endless body that keeps trickling (each gap well under the per-chunk timeout) still ends
