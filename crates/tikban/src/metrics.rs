@@ -137,7 +137,7 @@ pub const FAMILIES: &[Family] = &[
     Family {
         name: LAPI_SKIPPED,
         kind: Kind::Counter,
-        help: "Decisions skipped because their value or duration could not be parsed.",
+        help: "Decisions skipped because their value or duration could not be parsed, or because the element was larger than the element cap.",
         labels: &[],
     },
     Family {
