@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use routeros_sim::{Family, Table};
 use serde_json::Value;
-use support::{tail, with_env, Proxy, Tikban, World, POLLS_ERROR, V4, V6};
+use support::{POLLS_ERROR, Proxy, Tikban, V4, V6, World, tail, with_env};
 
 /// The dashboard, relative to the workspace root.
 const DASHBOARD: &str = "dashboards/tikban.json";
@@ -1381,9 +1381,11 @@ fn variables_are_substituted_and_unknown_ones_refused() {
         substitute("rate(a{instance=\"$instance\"}[${__rate_interval}])", &vars).unwrap(),
         "rate(a{instance=\"127.0.0.1:9\"}[1m])"
     );
-    assert!(substitute("a{x=\"$nope\"}", &vars)
-        .unwrap_err()
-        .contains("$nope"));
+    assert!(
+        substitute("a{x=\"$nope\"}", &vars)
+            .unwrap_err()
+            .contains("$nope")
+    );
     assert_eq!(
         label_values_args("label_values(tikban_router_entries{instance=\"$instance\"}, ip_type)"),
         Some((
