@@ -31,6 +31,8 @@ use crate::response::Response;
 
 /// Size of one socket read.
 const READ_CHUNK: usize = 16 * 1024;
+/// Queued commands are encoded into one write until this many bytes are pending.
+const COALESCE_BYTES: usize = 64 * 1024;
 /// How long closing waits for the peer to take a TLS `close_notify` / FIN.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
@@ -227,7 +229,18 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Driver<S> {
                     // Every handle is gone: nobody can use the connection any more.
                     None => return LostReason::Closed,
                     Some(Msg::Shutdown) => return LostReason::Closed,
-                    Some(msg) => self.on_msg(msg),
+                    Some(msg) => {
+                        self.on_msg(msg);
+                        // Take what else is queued before writing: a pipeline that refills its
+                        // window sends its commands in one write, not one syscall each.
+                        while self.out.len() - self.out_pos < COALESCE_BYTES {
+                            match self.rx.try_recv() {
+                                Ok(Msg::Shutdown) => return LostReason::Closed,
+                                Ok(msg) => self.on_msg(msg),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                 },
                 permit = reserve(self.blocked.as_ref()) => {
                     if let Some(b) = self.blocked.take() {
