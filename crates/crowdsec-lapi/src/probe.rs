@@ -8,8 +8,6 @@
 //! `last_pull`). It uses its own short-lived connection, so it never disturbs a
 //! [`LapiClient`]'s kept-alive one.
 
-use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,7 +21,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::client::{LapiClient, LapiError};
-use crate::config::{ConfigError, LapiConfig, tls_config};
+use crate::http as http_plumbing;
+use crate::config::{ConfigError, LapiConfig};
 use crate::text::{peer_text, redact_url};
 
 /// The longest `Date` header kept, in characters (an IMF-fixdate is 29).
@@ -92,41 +91,10 @@ struct Target {
 
 impl Target {
     fn new(cfg: &LapiConfig) -> Result<Self, ConfigError> {
-        let invalid = |reason: &str| ConfigError::InvalidUrl {
-            url: redact_url(&cfg.url),
-            reason: reason.into(),
-        };
-        let uri: http::Uri = cfg
-            .url
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
-        let scheme = uri
-            .scheme_str()
-            .ok_or_else(|| invalid("missing scheme"))?
-            .to_ascii_lowercase();
-        let https = match scheme.as_str() {
-            "http" => false,
-            "https" => true,
-            _ => return Err(ConfigError::UnsupportedScheme { scheme }),
-        };
-        let authority = uri.authority().ok_or_else(|| invalid("missing host"))?;
-        if authority.as_str().contains('@') {
-            return Err(invalid("credentials in the URL are not supported"));
-        }
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        if host.is_empty() {
-            return Err(invalid("missing host"));
-        }
-        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let host_header = HeaderValue::from_str(authority.as_str())
-            .map_err(|_| invalid("host is not a valid header"))?;
-        let path = format!("{}/v1/decisions", uri.path().trim_end_matches('/'));
+        // The same URL, TLS and User-Agent rules as the stream client (`http.rs`).
+        let url = http_plumbing::parse_url(&cfg.url)?;
         let has_cert = cfg.client_cert.is_some();
-        if has_cert && !https {
+        if has_cert && !url.https {
             return Err(ConfigError::CertNeedsHttps {
                 url: redact_url(&cfg.url),
             });
@@ -145,26 +113,15 @@ impl Target {
             (None, false) => return Err(ConfigError::NoCredentials),
             (_, true) => None,
         };
-        let version = cfg.version.trim_start_matches('v');
-        let user_agent = HeaderValue::from_str(&format!("tikban/v{version}"))
-            .ok()
-            .filter(|_| {
-                !version.is_empty() && version.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
-            })
-            .ok_or_else(|| ConfigError::InvalidVersion {
-                version: cfg.version.clone(),
-            })?;
-        let tls = if https {
-            let config = tls_config(cfg)?;
-            let name = match host.parse::<IpAddr>() {
-                Ok(ip) => rustls_pki_types::ServerName::IpAddress(ip.into()),
-                Err(_) => rustls_pki_types::ServerName::try_from(host.clone())
-                    .map_err(|_| invalid("host is not a valid TLS server name"))?,
-            };
-            Some((TlsConnector::from(Arc::new(config)), name))
-        } else {
-            None
-        };
+        let user_agent = http_plumbing::user_agent(&cfg.version)?;
+        let tls = http_plumbing::tls_connector(&url, cfg, &cfg.url)?;
+        let path = format!("{}/v1/decisions", url.base_path);
+        let http_plumbing::Target {
+            host,
+            port,
+            host_header,
+            ..
+        } = url;
         Ok(Target {
             host,
             port,
