@@ -21,8 +21,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::client::{LapiClient, LapiError};
-use crate::http as http_plumbing;
 use crate::config::{ConfigError, LapiConfig};
+use crate::http as http_plumbing;
 use crate::text::{peer_text, redact_url};
 
 /// The longest `Date` header kept, in characters (an IMF-fixdate is 29).
