@@ -19,7 +19,7 @@ use crate::cache::DecisionCache;
 use crate::config::{ConfigError, LapiConfig};
 use crate::decision::Interner;
 use crate::http::{
-    Endpoint, check_timeouts, parse_url, read_error_text, tls_connector, user_agent,
+    Answer, Endpoint, check_timeouts, parse_url, read_error_text, tls_connector, user_agent,
 };
 use crate::metrics::UsageMetrics;
 use crate::stream_parser::{DecisionStream, ParseError, StreamEvent, StreamParser, StreamStats};
@@ -604,13 +604,7 @@ impl LapiClient {
         path: &str,
         body: Bytes,
         auth: bool,
-    ) -> Result<
-        (
-            http::Response<hyper::body::Incoming>,
-            SendRequest<Full<Bytes>>,
-        ),
-        LapiError,
-    > {
+    ) -> Result<Answer, LapiError> {
         let req = self.build(method, path, body, auth)?;
         self.ep.send(&mut self.conn, req).await
     }
@@ -622,13 +616,7 @@ impl LapiClient {
         path: &str,
         body: Bytes,
         headers_within: Duration,
-    ) -> Result<
-        (
-            http::Response<hyper::body::Incoming>,
-            SendRequest<Full<Bytes>>,
-        ),
-        LapiError,
-    > {
+    ) -> Result<Answer, LapiError> {
         let req = self.build(method, path, body, true)?;
         self.ep
             .send_waiting(&mut self.conn, req, headers_within)

@@ -22,6 +22,12 @@ use crate::client::LapiError;
 use crate::config::{ConfigError, LapiConfig, tls_config};
 use crate::text::redact_url;
 
+/// A response whose body is still to be read, and the connection to hand back once it is.
+pub(crate) type Answer = (
+    http::Response<hyper::body::Incoming>,
+    SendRequest<Full<Bytes>>,
+);
+
 /// The checked parts of a LAPI URL.
 pub(crate) struct Target {
     pub(crate) host: String,
@@ -188,13 +194,7 @@ impl Endpoint {
         &self,
         conn: &mut Option<SendRequest<Full<Bytes>>>,
         req: Request<Full<Bytes>>,
-    ) -> Result<
-        (
-            http::Response<hyper::body::Incoming>,
-            SendRequest<Full<Bytes>>,
-        ),
-        LapiError,
-    > {
+    ) -> Result<Answer, LapiError> {
         self.send_waiting(conn, req, self.request_timeout).await
     }
 
@@ -204,13 +204,7 @@ impl Endpoint {
         conn: &mut Option<SendRequest<Full<Bytes>>>,
         req: Request<Full<Bytes>>,
         headers_within: Duration,
-    ) -> Result<
-        (
-            http::Response<hyper::body::Incoming>,
-            SendRequest<Full<Bytes>>,
-        ),
-        LapiError,
-    > {
+    ) -> Result<Answer, LapiError> {
         let mut sender = match conn.take() {
             Some(c) if !c.is_closed() => c,
             _ => self.connect().await?,
