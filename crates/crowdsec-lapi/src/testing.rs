@@ -368,13 +368,29 @@ api:
     }
 
     /// Runs `cscli -c CFG args…`, panicking with its output on failure; returns stdout.
+    ///
+    /// LAPI 1.4.6 keeps sqlite (WAL) and may answer a write with "database is locked" while a
+    /// bouncer's poll updates its row on a loaded machine; such a refusal is retried, up to four
+    /// times with a growing pause. Any other failure panics at once.
     pub fn cscli(&self, args: &[&str]) -> String {
-        let out = Command::new(self.bin.join("cscli"))
-            .arg("-c")
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .expect("run cscli");
+        let run = || {
+            Command::new(self.bin.join("cscli"))
+                .arg("-c")
+                .arg(&self.config)
+                .args(args)
+                .output()
+                .expect("run cscli")
+        };
+        let mut out = run();
+        for pause_ms in [200, 400, 800, 1600] {
+            let locked = !out.status.success()
+                && String::from_utf8_lossy(&out.stderr).contains("database is locked");
+            if !locked {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(pause_ms));
+            out = run();
+        }
         assert!(
             out.status.success(),
             "cscli {args:?} failed: {}{}\nLAPI log: {}",
