@@ -941,6 +941,10 @@ impl Supervisor {
             }
             RouterEvent::PrintDone => {
                 *job = None;
+                self.metrics.inc(
+                    metrics::ROUTER_COMMANDS,
+                    &[("kind", "print"), ("result", "ok")],
+                );
                 if let View::Reconciling(r) = view {
                     let done = self.engine.finish_reconcile(&Enforced {
                         cache: &self.cache,
@@ -994,6 +998,17 @@ impl Supervisor {
             RouterEvent::Failed(f) => {
                 let kind = current.kind.clone();
                 *job = None;
+                if matches!(kind, JobKind::Print { .. }) {
+                    let result = if f.kind == FailureKind::Refused {
+                        "trap"
+                    } else {
+                        "error"
+                    };
+                    self.metrics.inc(
+                        metrics::ROUTER_COMMANDS,
+                        &[("kind", "print"), ("result", result)],
+                    );
+                }
                 if f.kind == FailureKind::Lost {
                     self.pending_loss = Some(f.message);
                     return;

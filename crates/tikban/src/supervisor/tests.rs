@@ -180,6 +180,26 @@ fn a_snapshot_is_synced_with_one_write_per_value() {
 }
 
 #[test]
+fn list_prints_are_counted_as_router_commands() {
+    let h = synced(&[("192.0.2.1", 1, 3600)]);
+    let prints = |h: &Harness| {
+        h.sup.metrics.value(
+            metrics::ROUTER_COMMANDS,
+            &[("kind", "print"), ("result", "ok")],
+        )
+    };
+    // One print per list of the first reconcile (IPv4 and IPv6), beside the one add.
+    assert_eq!(prints(&h), Some(2.0));
+    assert_eq!(
+        h.sup.metrics.value(
+            metrics::ROUTER_COMMANDS,
+            &[("kind", "add"), ("result", "ok")]
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
 fn a_stalled_poll_still_refreshes_entries_before_they_end() {
     // A 400 s ban, then extended to an hour: the router entry (400 s) must be refreshed about
     // 300 s (the refresh margin) before it ends.
