@@ -15,12 +15,14 @@
 //! 7. Guard replay: `tikban guard replay` over a generated 1,000,000-line log ([`guard`]).
 //! 8. Entry budget: the cold sync of scenario 1 with `MAX_ENTRIES` at 30 % of N; wall time against
 //!    the floor of the entries kept, writes, peak RSS (≤ 16 MiB at 100k).
+//! 9. Guard live: RSS during a 1M-source spray and log line → router entry p50/p99 ([`guard_live`]).
 //!
 //! These are benchmarks, not tests: nothing here runs under `cargo test` except the unit tests of
 //! the pure helpers. `docs/benchmarks.md` records a run.
 
 mod churn;
 mod guard;
+mod guard_live;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -200,6 +202,9 @@ pub fn run(args: &[String]) -> Result<()> {
             memory(&mut b, &lapi, &mut held, n)?;
         }
     }
+    if wanted(9) {
+        guard_live::run(&mut b, &lapi)?;
+    }
     drop(lapi);
     if wanted(3) {
         churn_day(&mut b);
@@ -227,8 +232,8 @@ pub fn run(args: &[String]) -> Result<()> {
 fn parse_only(list: &str) -> Result<Vec<u8>> {
     list.split(',')
         .map(|s| match s.trim().parse::<u8>() {
-            Ok(n @ 1..=8) => Ok(n),
-            _ => bail!("bench: --only takes scenario numbers 1 to 8, comma-separated; got {s:?}"),
+            Ok(n @ 1..=9) => Ok(n),
+            _ => bail!("bench: --only takes scenario numbers 1 to 9, comma-separated; got {s:?}"),
         })
         .collect()
 }

@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -42,6 +42,21 @@ pub struct Sim {
 
 impl Sim {
     pub fn start(bin: &Path, cost: Option<Cost>) -> Result<Sim> {
+        Ok(Sim::spawn(bin, cost, false)?.0)
+    }
+
+    /// A sim without cost model that takes control lines on its stdin (`--control-stdin`, the
+    /// grammar of `routeros_sim::control`), e.g. to play router log lines.
+    pub fn start_controlled(bin: &Path) -> Result<(Sim, SimControl)> {
+        let (sim, control) = Sim::spawn(bin, None, true)?;
+        Ok((sim, control.context("routeros-sim control pipes")?))
+    }
+
+    fn spawn(
+        bin: &Path,
+        cost: Option<Cost>,
+        controlled: bool,
+    ) -> Result<(Sim, Option<SimControl>)> {
         let mut cmd = Command::new(bin);
         cmd.args([
             "--listen",
@@ -55,15 +70,21 @@ impl Sim {
             cmd.args(["--per-write-ms", &c.per_write_ms.to_string()]);
             cmd.args(["--latency-ms", &c.latency_ms.to_string()]);
         }
+        if controlled {
+            cmd.arg("--control-stdin").stdin(Stdio::piped());
+        } else {
+            cmd.stdin(Stdio::null());
+        }
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("start {}", bin.display()))?;
         let stdout = child.stdout.take().context("routeros-sim stdout")?;
+        let stdin = child.stdin.take();
         let proc = Reaper(child);
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout)
+        stdout
             .read_line(&mut line)
             .context("read routeros-sim output")?;
         let addr = line
@@ -72,7 +93,11 @@ impl Sim {
             .with_context(|| format!("routeros-sim printed {line:?}"))?
             .parse()
             .context("routeros-sim address")?;
-        Ok(Sim { _proc: proc, addr })
+        let control = stdin.map(|stdin| SimControl {
+            stdin: BufWriter::with_capacity(64 * 1024, stdin),
+            stdout,
+        });
+        Ok((Sim { _proc: proc, addr }, control))
     }
 
     /// Number of entries in [`LIST`] (one full print).
@@ -131,6 +156,77 @@ impl Sim {
             }
         });
         Ok(rx)
+    }
+
+    /// Follows `/log/print =follow-only=` on a session of its own and keeps the highest log
+    /// `.id` read so far (0 before the first): how far a log follower can have got, to pace a
+    /// writer against the sim's log ring.
+    pub fn follow_log(&self) -> Result<std::sync::Arc<std::sync::atomic::AtomicU64>> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let mut c = ApiClient::connect(self.addr)?;
+        let print = ApiCommand::builder("/log/print")
+            .attr("follow-only", "")
+            .proplist(&[".id"])
+            .build()?;
+        c.send(&print)?;
+        let last = std::sync::Arc::new(AtomicU64::new(0));
+        let out = last.clone();
+        std::thread::spawn(move || {
+            while let Ok(reply) = c.read() {
+                if std::sync::Arc::strong_count(&last) == 1 {
+                    return;
+                }
+                if let Some(id) = reply
+                    .attributes
+                    .get_lossy(".id")
+                    .and_then(|id| u64::from_str_radix(id.trim_start_matches('*'), 16).ok())
+                {
+                    last.fetch_max(id, Ordering::SeqCst);
+                }
+            }
+        });
+        Ok(out)
+    }
+}
+
+/// The control pipes of a `routeros-sim --control-stdin` ([`Sim::start_controlled`]).
+pub struct SimControl {
+    stdin: BufWriter<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl SimControl {
+    /// Sends one control line; what follows its `ok`, or an error with the sim's reason.
+    pub fn control(&mut self, line: &str) -> Result<String> {
+        self.stdin.write_all(line.as_bytes())?;
+        self.stdin.write_all(b"\n")?;
+        self.stdin.flush()?;
+        self.answer(line)
+    }
+
+    /// Sends `lines` (each ending in a newline) in one write, then reads one answer per line:
+    /// the sim applies them in order, so this is as fast as its control loop goes. Keep a batch
+    /// under the pipe's 64 KiB, or the sim's answers fill theirs while this still writes.
+    /// Returns the last line's answer (for `log`, the entry's `.id`).
+    pub fn batch(&mut self, lines: &str) -> Result<String> {
+        self.stdin.write_all(lines.as_bytes())?;
+        self.stdin.flush()?;
+        let mut last = String::new();
+        for line in lines.lines() {
+            last = self.answer(line)?;
+        }
+        Ok(last)
+    }
+
+    fn answer(&mut self, line: &str) -> Result<String> {
+        let mut answer = String::new();
+        if self.stdout.read_line(&mut answer)? == 0 {
+            bail!("routeros-sim closed its control output");
+        }
+        match answer.trim_end().strip_prefix("ok") {
+            Some(rest) => Ok(rest.trim_start().to_owned()),
+            None => bail!("routeros-sim refused {line:?}: {}", answer.trim_end()),
+        }
     }
 }
 
