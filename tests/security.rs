@@ -387,12 +387,19 @@ fn world_with_policies(policies: &str) -> World {
 }
 
 /// Every command path tikban may send. The least-privilege claim of `docs/security.md` rests on
-/// this list: reads and writes of the two address lists, reads of firewall rules and of
-/// `/system/resource`, and session commands.
+/// this list: reads and writes of the two address lists, reads of firewall rules, of
+/// `/system/resource`, of the router log (guard), of the active admin sessions (safety), of its
+/// own user and group and the container settings (the checklist at start), and session commands.
 const ALLOWED: &[&str] = &[
     "/login",
     "/cancel",
     "/quit",
+    "/log/print",
+    "/user/active/print",
+    "/user/print",
+    "/user/group/print",
+    "/container/print",
+    "/container/config/print",
     "/ip/firewall/address-list/print",
     "/ip/firewall/address-list/add",
     "/ip/firewall/address-list/set",

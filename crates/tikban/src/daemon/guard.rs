@@ -73,7 +73,8 @@ pub async fn follow_log(config: ClientConfig, events: mpsc::Sender<Event>) {
         match result {
             Ok(()) => return, // the supervisor is gone
             Err(cause) if first_failure => {
-                tracing::warn!(cause = %cause, retry_in = ?delay, "guard cannot follow the router log; retrying");
+                let hint = crate::supervisor::policy_hint(&cause);
+                tracing::warn!(cause = %cause, retry_in = ?delay, "guard cannot follow the router log (/log/print); retrying{hint}");
                 first_failure = false;
             }
             Err(cause) => {

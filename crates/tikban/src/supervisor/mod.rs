@@ -1067,7 +1067,7 @@ fn next_family(settings: &Settings, phase: Phase) -> Option<Family> {
 }
 
 /// A hint for traps that mean the API user lacks a policy (least privilege, `docs/security.md`).
-fn policy_hint(message: &str) -> &'static str {
+pub(crate) fn policy_hint(message: &str) -> &'static str {
     if message.contains("not enough permissions") {
         "; the router user's group needs the policies api,read,write (docs/security.md)"
     } else {
