@@ -991,7 +991,9 @@ mod tests {
     fn scenario_lists_parse_and_reject_unknown_numbers() {
         assert_eq!(parse_only("5").unwrap(), vec![5]);
         assert_eq!(parse_only("1, 7").unwrap(), vec![1, 7]);
-        assert!(parse_only("8").is_err());
+        assert_eq!(parse_only("8,9").unwrap(), vec![8, 9]);
+        assert!(parse_only("10").is_err());
+        assert!(parse_only("0").is_err());
         assert!(parse_only("memory").is_err());
     }
 
