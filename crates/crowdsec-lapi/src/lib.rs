@@ -117,7 +117,7 @@ pub use stream_parser::{
     DecisionStream, OversizedElement, ParseError, Section, StreamEvent, StreamParser, StreamStats,
 };
 pub use table::U32Table;
-pub use text::redact_url;
+pub use text::{peer_text, redact_url};
 pub use value::{Value, ValueError};
 pub use watcher::{AllowlistAnswer, Watcher, WatcherConfig, WatcherConfigError, WatcherError};
 

@@ -12,7 +12,7 @@ pub(crate) const MAX_PEER_TEXT: usize = 256;
 /// anything else, so the key cannot be cut in two), control and invisible characters escaped as
 /// with [`char::escape_debug`] (quotes are left alone), and at most `max` characters, with `…`
 /// when cut.
-pub(crate) fn peer_text(text: &str, secret: Option<&str>, max: usize) -> String {
+pub fn peer_text(text: &str, secret: Option<&str>, max: usize) -> String {
     let redacted;
     let text = match secret {
         Some(s) if !s.is_empty() && text.contains(s) => {

@@ -127,21 +127,10 @@ impl Report {
 }
 
 /// Text from a peer made safe to print: control and invisible characters escaped as with
-/// [`char::escape_debug`] (quotes left alone), at most `max` characters, `…` when cut.
+/// [`char::escape_debug`] (quotes left alone), at most `max` characters, `…` when cut (the LAPI
+/// crate's [`crowdsec_lapi::peer_text`], with no secret to redact).
 pub fn safe(text: &str, max: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max * 2));
-    for (n, c) in text.chars().enumerate() {
-        if n == max {
-            out.push('…');
-            break;
-        }
-        if c == '"' || c == '\'' {
-            out.push(c);
-        } else {
-            out.extend(c.escape_debug());
-        }
-    }
-    out
+    crowdsec_lapi::peer_text(text, None, max)
 }
 
 /// Short peer values (versions, ids, chains, group names).
