@@ -214,8 +214,10 @@ pub enum LapiOutcome {
     Tls(String),
     /// Connected, but the answer was not HTTP (a wrong scheme or port).
     Protocol(String),
-    /// No answer within the deadline.
+    /// No connection within the deadline.
     TimedOut(Duration),
+    /// Connected (and the TLS handshake done), but no answer within the deadline.
+    NoAnswer(Duration),
 }
 
 /// How the router connection went.
@@ -606,6 +608,23 @@ fn lapi_items(l: &LapiFacts) -> Vec<Item> {
             ));
             for name in [TLS, key, CLOCK] {
                 items.push(Item::skip(name, not_checked("LAPI unreachable")));
+            }
+        }
+        LapiOutcome::NoAnswer(after) => {
+            items.push(Item::fail(
+                REACH,
+                format!(
+                    "{}: connected, but no answer within {} s",
+                    l.url,
+                    after.as_secs()
+                ),
+                "LAPI accepted the connection and sent nothing back in time: it is overloaded \
+                 (a very large decision table, a slow database) or stalled; tikban's own \
+                 requests wait longer (CROWDSEC_POLL_TIMEOUT), so watch whether the first sync \
+                 follows",
+            ));
+            for name in [TLS, key, CLOCK] {
+                items.push(Item::skip(name, not_checked("no answer")));
             }
         }
         LapiOutcome::Protocol(e) if !https => {

@@ -77,6 +77,7 @@ async fn lapi(config: &Config, step: Duration, deadline: Instant) -> LapiFacts {
             }
             other => LapiOutcome::Protocol(other.to_string()),
         },
+        Err(ProbeError::NoAnswer { after }) => LapiOutcome::NoAnswer(after),
         Err(e) => LapiOutcome::Protocol(e.to_string()),
     };
     LapiFacts {

@@ -471,6 +471,23 @@ fn lapi_failures_fail_the_right_item() {
     assert_eq!(items[0].mark, Mark::Fail);
     assert!(items[1..].iter().all(|i| i.mark == Mark::Skip));
 
+    // Connected but silent: overloaded, not unreachable, and the hint says so.
+    f.probe = LapiOutcome::NoAnswer(Duration::from_secs(9));
+    let items = lapi_items(&f);
+    assert_eq!(items[0].mark, Mark::Fail);
+    assert!(
+        items[0]
+            .detail
+            .contains("connected, but no answer within 9 s"),
+        "{items:?}"
+    );
+    let hint = items[0].hint.as_deref().unwrap();
+    assert!(
+        hint.contains("overloaded") && !hint.contains("firewall"),
+        "{hint}"
+    );
+    assert!(items[1..].iter().all(|i| i.mark == Mark::Skip));
+
     f.tls = LapiTls::Verified { extra_ca: true };
     f.probe = LapiOutcome::Tls(
         "TLS handshake with LAPI 10.0.0.1 failed: invalid peer certificate: UnknownIssuer".into(),
