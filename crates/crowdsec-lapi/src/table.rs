@@ -259,6 +259,21 @@ impl<V: Copy + Default> U32Table<V> {
             .map(|i| (self.keys[i], &self.vals[i]))
     }
 
+    /// Every value, in slot order. Skips empty stretches 64 slots at a time.
+    pub fn values(&self) -> impl Iterator<Item = &V> + '_ {
+        self.used.iter().enumerate().flat_map(move |(w, &bits)| {
+            let mut bits = bits;
+            std::iter::from_fn(move || {
+                if bits == 0 {
+                    return None;
+                }
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                Some(&self.vals[w * 64 + b])
+            })
+        })
+    }
+
     /// Every value, mutable.
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> + '_ {
         let used = &self.used;
@@ -380,9 +395,14 @@ mod tests {
             }
             let mut got: Vec<(u32, u16)> = t.iter().map(|(k, v)| (k, *v)).collect();
             got.sort();
+            let mut values: Vec<u16> = t.values().copied().collect();
+            values.sort();
             let mut want: Vec<(u32, u16)> = m.into_iter().collect();
             want.sort();
+            let mut want_values: Vec<u16> = want.iter().map(|(_, v)| *v).collect();
+            want_values.sort();
             prop_assert_eq!(got, want);
+            prop_assert_eq!(values, want_values);
         }
     }
 }
