@@ -434,16 +434,20 @@ impl Supervisor {
         let mut refused = 0usize;
         let mut first_refusal: Option<String> = None;
         let mut tally = Tally::default();
+        // Commands per (kind, result), added to the counter once per job rather than once per
+        // op: a few distinct pairs against thousands of ops.
+        let mut commands: Vec<((&'static str, &'static str), u32)> = Vec::new();
         for (op, outcome) in results {
             let label = match &outcome {
                 Outcome::Done(_) | Outcome::Rows(_) => "ok",
                 Outcome::Duplicate | Outcome::NoSuchItem | Outcome::Trap(_) => "trap",
                 Outcome::Timeout | Outcome::Lost => "error",
             };
-            self.metrics.inc(
-                metrics::ROUTER_COMMANDS,
-                &[("kind", op.kind()), ("result", label)],
-            );
+            let key = (op.kind(), label);
+            match commands.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, n)) => *n += 1,
+                None => commands.push((key, 1)),
+            }
             match &outcome {
                 Outcome::Lost => lost = true,
                 Outcome::Timeout => self.silent_timeouts += 1,
@@ -473,6 +477,13 @@ impl Supervisor {
                 now,
             );
             self.outbox.extend(follow);
+        }
+        for ((kind, result), n) in commands {
+            self.metrics.inc_by(
+                metrics::ROUTER_COMMANDS,
+                &[("kind", kind), ("result", result)],
+                f64::from(n),
+            );
         }
         if let Some(first) = first_refusal {
             let hint = policy_hint(&first);
