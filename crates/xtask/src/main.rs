@@ -61,12 +61,13 @@ commands:
   validate-image TAR...          skopeo inspect, skopeo copy to OCI, umoci unpack, run --version
   smoke [--target T]             qemu end-to-end: real LAPI + routeros-sim, one ban must appear
                                  (default target: aarch64; needs `cargo xtask dist` first)
-  bench [--full] [--only LIST] [--heap-profile]
+  bench [--full] [--only LIST] [--heap-profile] [--baseline BIN]
                                  benchmarks against the real LAPI and routeros-sim: one table,
                                  target/bench/results.json (docs/benchmarks.md); --only 4,5 runs
                                  some scenarios; --heap-profile reports scenario 5's heap per
-                                 structure (counting allocator); scenario 5 measures the static
-                                 x86_64 musl build, so it needs dist's tools";
+                                 structure (counting allocator); --baseline runs an older tikban
+                                 build beside scenario 5 as its time limit; scenario 5 measures
+                                 the static x86_64 musl build, so it needs dist's tools";
 
 fn main() -> ExitCode {
     match run(std::env::args().skip(1).collect()) {
