@@ -11,10 +11,9 @@
 //! `target/demo/`, removed on exit; every process it starts is stopped on exit.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -69,7 +68,9 @@ pub fn run(args: &[String]) -> Result<()> {
     let machine = lapi.add_machine("tikban-demo-router");
     done(&spin, format!("LAPI listening on {}", lapi.url()));
 
-    let mut sim = ControlledSim::start(&bins.sim)?;
+    // `--control-stdin`: the demo plays router log lines through the sim's control language
+    // (`log <topics> <message>`), as the router would log them.
+    let (sim, mut control) = procs::Sim::start_controlled(&bins.sim)?;
     let router = sim.addr;
     let mut session = Session::login(router, USER, PASSWORD)?;
     add_drop_rules(&mut session)?;
@@ -184,7 +185,7 @@ pub fn run(args: &[String]) -> Result<()> {
 
     guard_step(
         &lapi,
-        &mut sim,
+        &mut control,
         &mut session,
         metrics_port,
         &mut tikban,
@@ -197,6 +198,7 @@ pub fn run(args: &[String]) -> Result<()> {
         live(&mut session, metrics_port, &mut tikban, &work.0)?;
     }
     drop(tikban);
+    drop(control);
     drop(sim);
     drop(lapi);
     Ok(())
@@ -429,7 +431,7 @@ fn start_tikban(
 /// banned on the router and shared through LAPI.
 fn guard_step(
     lapi: &Lapi,
-    sim: &mut ControlledSim,
+    sim: &mut procs::SimControl,
     session: &mut Session,
     metrics_port: u16,
     tikban: &mut Reaper,
@@ -549,68 +551,6 @@ fn guard_step(
 fn indent(text: &str) {
     for line in text.lines() {
         println!("    {line}");
-    }
-}
-
-/// `routeros-sim` with `--control-stdin`: the demo plays router log lines through its control
-/// language (`log <topics> <message>`), as the router would log them.
-struct ControlledSim {
-    _proc: Reaper,
-    addr: SocketAddr,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl ControlledSim {
-    fn start(bin: &Path) -> Result<ControlledSim> {
-        let mut child = Command::new(bin)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--user",
-                USER,
-                "--password",
-                PASSWORD,
-                "--control-stdin",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("start {}", bin.display()))?;
-        let stdin = child.stdin.take().context("routeros-sim stdin")?;
-        let stdout = child.stdout.take().context("routeros-sim stdout")?;
-        let proc = Reaper(child);
-        let mut stdout = BufReader::new(stdout);
-        let mut line = String::new();
-        stdout
-            .read_line(&mut line)
-            .context("read routeros-sim output")?;
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .with_context(|| format!("routeros-sim printed {line:?}"))?
-            .parse()
-            .context("routeros-sim address")?;
-        Ok(ControlledSim {
-            _proc: proc,
-            addr,
-            stdin,
-            stdout,
-        })
-    }
-
-    /// Sends one control line; its `ok` answer, or an error with the sim's reason.
-    fn control(&mut self, line: &str) -> Result<String> {
-        writeln!(self.stdin, "{line}").context("write to routeros-sim's control stdin")?;
-        self.stdin.flush()?;
-        let mut answer = String::new();
-        if self.stdout.read_line(&mut answer)? == 0 {
-            bail!("routeros-sim closed its control output");
-        }
-        match answer.trim_end().strip_prefix("ok") {
-            Some(rest) => Ok(rest.trim_start().to_owned()),
-            None => bail!("routeros-sim refused {line:?}: {}", answer.trim_end()),
-        }
     }
 }
 
